@@ -1,0 +1,235 @@
+"""A call between two extensions, as a sans-I/O state machine.
+
+The coordinator feeds it worker events (with an explicit `now`) and carries out what it
+returns: commands for the media worker that holds both legs, and facts for the store.
+No pjsua2, no asyncio, no clock reads here, so every ordering of events (callee busy,
+caller hangs up while it rings, worker dies, ...) is tested directly.
+
+The caller's leg (A) is answered only when the callee's leg (B) is answered, so the
+caller hears ringing from their own phone and gets the callee's failure code (486, 480,
+404) as a real SIP response instead of an answered call that plays a tone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class WorkerCommand:
+    cmd: dict
+
+
+@dataclass(frozen=True)
+class LegOpened:
+    leg: str
+    role: str  # caller / callee
+    party: str
+    sip_call_id: str | None = None
+
+
+@dataclass(frozen=True)
+class LegAnswered:
+    leg: str
+
+
+@dataclass(frozen=True)
+class LegClosed:
+    leg: str
+    result: str
+    cause: str
+    sip_code: int | None
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CallAnswered:
+    pass
+
+
+@dataclass(frozen=True)
+class CallClosed:
+    result: str  # answered / busy / no-answer / unavailable / not-found / cancelled / failed
+    cause: str
+    sip_code: int | None
+
+
+Action = WorkerCommand | LegOpened | LegAnswered | LegClosed | CallAnswered | CallClosed
+
+# How a callee-leg failure code is passed to the caller, and what the call record says.
+FAILURES: dict[int, tuple[int, str]] = {
+    486: (486, "busy"),
+    600: (486, "busy"),
+    603: (603, "rejected"),
+    404: (404, "not-found"),
+    480: (480, "no-answer"),
+    408: (480, "no-answer"),
+    487: (487, "cancelled"),
+    503: (503, "failed"),
+}
+
+
+@dataclass
+class ExtensionCall:
+    """Extension `caller` dialed extension `callee`; both legs on one worker."""
+
+    call_id: str
+    caller: str
+    callee: str
+    callee_uri: str
+    from_header: str
+    leg_a: str = ""
+    leg_b: str = ""
+    a_state: str = "new"  # new / ringing / answering / confirmed / ended
+    b_state: str = "new"  # new / calling / early / confirmed / ended
+    bridged: bool = False
+    answered_at: float | None = None
+    ended_by: str | None = None  # caller / callee / switch
+    fork_result: str | None = None  # from the edge: busy / no-answer / ...
+    closed: bool = False
+    outcome: tuple[str, str, int | None] | None = None
+
+    def __post_init__(self) -> None:
+        self.leg_a = self.leg_a or f"{self.call_id}-a"
+        self.leg_b = self.leg_b or f"{self.call_id}-b"
+
+    # -- events ------------------------------------------------------------------------
+    def on_incoming(self, sip_call_id: str | None) -> list[Action]:
+        """The caller's INVITE reached the worker: place the callee's leg."""
+        self.a_state = "ringing"
+        self.b_state = "calling"
+        return [
+            LegOpened(self.leg_a, "caller", self.caller, sip_call_id),
+            LegOpened(self.leg_b, "callee", self.callee),
+            WorkerCommand({
+                "cmd": "originate", "leg": self.leg_b, "uri": self.callee_uri,
+                "headers": {"X-Call": self.call_id, "X-From": self.from_header},
+            }),
+        ]
+
+    def on_state(self, leg: str, state: str, code: int | None, cause: str | None,
+                 stats: dict | None = None) -> list[Action]:
+        if leg == self.leg_a:
+            return self._on_a(state, code, cause, stats or {})
+        if leg == self.leg_b:
+            return self._on_b(state, code, cause, stats or {})
+        return []
+
+    def on_fork_result(self, result: str) -> None:
+        """The edge's view of the ring attempts (e.g. every branch timed out)."""
+        self.fork_result = result
+
+    def on_worker_died(self) -> list[Action]:
+        actions: list[Action] = []
+        for leg, state in ((self.leg_a, self.a_state), (self.leg_b, self.b_state)):
+            if state not in ("new", "ended"):
+                actions.append(LegClosed(leg, "failed", "media worker died", None))
+        self.a_state = self.b_state = "ended"
+        actions += self._close("failed", "media worker died", None)
+        return actions
+
+    # -- caller leg --------------------------------------------------------------------
+    def _on_a(self, state: str, code: int | None, cause: str | None, stats: dict
+              ) -> list[Action]:
+        actions: list[Action] = []
+        if state == "confirmed" and self.a_state != "ended":
+            self.a_state = "confirmed"
+            actions.append(LegAnswered(self.leg_a))
+            actions += self._maybe_bridge()
+        elif state == "disconnected" and self.a_state != "ended":
+            was_answered = self.a_state == "confirmed"
+            self.a_state = "ended"
+            if cause == "remote" and self.ended_by is None:
+                self.ended_by = "caller"
+            result = "answered" if was_answered else (
+                "cancelled" if self.ended_by == "caller" else "failed")
+            actions.append(LegClosed(self.leg_a, result, f"{self.ended_by or 'switch'} hung up"
+                                     if was_answered else self._why(result), code, stats))
+            if self.b_state not in ("new", "ended"):
+                actions.append(WorkerCommand({"cmd": "hangup", "leg": self.leg_b,
+                                              "code": 487 if not was_answered else 200}))
+            if self.ended_by == "caller" and self.answered_at is None:
+                self.outcome = ("cancelled", "caller hung up while ringing", 487)
+            actions += self._maybe_close()
+        return actions
+
+    # -- callee leg --------------------------------------------------------------------
+    def _on_b(self, state: str, code: int | None, cause: str | None, stats: dict
+              ) -> list[Action]:
+        actions: list[Action] = []
+        if self.b_state == "ended":
+            return actions
+        if state == "early" and self.b_state == "calling":
+            self.b_state = "early"
+            if self.a_state == "ringing":
+                actions.append(WorkerCommand({"cmd": "ring", "leg": self.leg_a, "code": 180}))
+        elif state == "confirmed":
+            self.b_state = "confirmed"
+            actions.append(LegAnswered(self.leg_b))
+            if self.a_state == "ringing":
+                self.a_state = "answering"
+                actions.append(WorkerCommand({"cmd": "answer", "leg": self.leg_a,
+                                              "code": 200}))
+        elif state == "disconnected":
+            was_answered = self.b_state == "confirmed"
+            self.b_state = "ended"
+            if cause == "remote" and self.ended_by is None:
+                self.ended_by = "callee"
+            if was_answered:
+                actions.append(LegClosed(self.leg_b, "answered",
+                                         f"{self.ended_by or 'switch'} hung up", code, stats))
+            else:
+                relay, result = FAILURES.get(code or 0, (480, "unavailable"))
+                if self.fork_result in ("busy", "no-answer", "unavailable", "rejected"):
+                    result = self.fork_result
+                if self.ended_by == "caller":
+                    result = "cancelled"
+                actions.append(LegClosed(self.leg_b, result, self._why(result), code, stats))
+                if self.outcome is None:
+                    self.outcome = (result, self._why(result), code)
+                if self.a_state in ("ringing", "answering"):
+                    self.ended_by = self.ended_by or "callee"
+                    actions.append(WorkerCommand({"cmd": "hangup", "leg": self.leg_a,
+                                                  "code": relay}))
+            if was_answered and self.a_state not in ("new", "ended"):
+                actions.append(WorkerCommand({"cmd": "hangup", "leg": self.leg_a,
+                                              "code": 200}))
+            actions += self._maybe_close()
+        return actions
+
+    # -- helpers -----------------------------------------------------------------------
+    def _maybe_bridge(self) -> list[Action]:
+        if self.a_state == "confirmed" and self.b_state == "confirmed" and not self.bridged:
+            self.bridged = True
+            return [CallAnswered(),
+                    WorkerCommand({"cmd": "bridge", "a": self.leg_a, "b": self.leg_b})]
+        return []
+
+    def _why(self, result: str) -> str:
+        return {
+            "busy": f"{self.callee} busy",
+            "no-answer": f"{self.callee} did not answer",
+            "unavailable": f"{self.callee} unavailable",
+            "rejected": f"{self.callee} rejected the call",
+            "not-found": f"{self.callee} not found",
+            "cancelled": "caller hung up before answer",
+            "failed": "call failed",
+        }.get(result, result)
+
+    def _maybe_close(self) -> list[Action]:
+        if self.a_state != "ended" or self.b_state not in ("ended", "new"):
+            return []
+        if self.bridged:
+            return self._close("answered", f"{self.ended_by or 'switch'} hung up", 200)
+        result, cause, code = self.outcome or ("failed", "call failed", None)
+        return self._close(result, cause, code)
+
+    def _close(self, result: str, cause: str, code: int | None) -> list[Action]:
+        if self.closed:
+            return []
+        self.closed = True
+        return [CallClosed(result, cause, code)]
+
+    @property
+    def finished(self) -> bool:
+        return self.closed

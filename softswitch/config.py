@@ -1,0 +1,1117 @@
+"""Load and validate the TOML configuration into `softswitch.config_types` dataclasses.
+
+Why it looks like this:
+
+* Every section is *declared* (`Section` of `Field`s: key, accepted TOML types, default,
+  checker) in `SCHEMA`, and one generic engine walks the parsed TOML against it. Adding a
+  later section (`[block.NAME]`, `[[trunk]]`, `[http]`) means writing its dataclass, its
+  `Section(...)` entry and maybe a few checkers, not new traversal code.
+* An administrator fixes a config file in one go, so the engine collects *all* problems
+  (unknown keys, wrong types, bad values, cross-field and cross-item conflicts) and raises
+  one `ConfigError` carrying them, each as `FILE:LINE: key: what is wrong, what is expected`.
+* `tomllib` does not report where a key was written, so `_LineScanner` re-reads the text
+  (which tomllib has already accepted, so the scanner may assume valid TOML) and maps
+  every key path such as `("extension", 1, "password")` to its line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import difflib
+import ipaddress
+import re
+import string
+import tomllib
+import zoneinfo
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from softswitch.config_types import Config, ExtensionConfig, ListenAddress, SwitchConfig
+
+__all__ = [
+    "ConfigError",
+    "ConfigProblem",
+    "default_config_path",
+    "load_config",
+    "parse_config",
+    "RTP_PORTS_PER_WORKER",
+    "MIN_RTP_PORTS",
+    "SCHEMA",
+]
+
+# A media worker carries at most 4 legs (2 calls), each needing an RTP and an RTCP port.
+RTP_PORTS_PER_WORKER = 8
+# Below this the range is almost certainly a typo, whatever the worker count.
+MIN_RTP_PORTS = 100
+MIN_PASSWORD_LENGTH = 10
+
+# Compared after lower-casing (and also with trailing digits/punctuation stripped), so
+# "Password2024!" counts as "password". Deliberately small: it catches the defaults and
+# keyboard walks that SIP scanners try first, it is not a dictionary attack.
+COMMON_PASSWORDS = frozenset(
+    {
+        "password",
+        "passw0rd",
+        "p@ssw0rd",
+        "p@ssword",
+        "qwerty",
+        "qwertyuiop",
+        "qwertz",
+        "azerty",
+        "asdfghjkl",
+        "1q2w3e4r",
+        "1q2w3e4r5t",
+        "zaq12wsx",
+        "letmein",
+        "welcome",
+        "admin",
+        "administrator",
+        "changeme",
+        "secret",
+        "iloveyou",
+        "monkey",
+        "dragon",
+        "football",
+        "baseball",
+        "sunshine",
+        "princess",
+        "trustno",
+        "abc",
+        "abcdef",
+        "abcdefgh",
+        "default",
+        "asterisk",
+        "freeswitch",
+        "softswitch",
+        "voip",
+        "sip",
+        "phone",
+        "pbx",
+    }
+)
+
+
+# --------------------------------------------------------------------------- problems
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with a config file, printable as `FILE:LINE: key: message`.
+
+    `line` is None only when there is no line to point at (the file cannot be read)."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.key}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The config is unusable; `problems` lists every problem found, in file order."""
+
+    def __init__(self, problems: Iterable[ConfigProblem]) -> None:
+        self.problems: list[ConfigProblem] = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class Invalid(Exception):
+    """Raised by a checker: the value is wrong.
+
+    `at` extends the key path for the line lookup only (e.g. `(2,)` points at the third
+    element of a multi-line array). A checker that finds several problems (one per list
+    element, say) passes them all in `items` so none is hidden behind the first."""
+
+    def __init__(
+        self,
+        message: str = "",
+        at: tuple[int | str, ...] = (),
+        *,
+        items: Sequence[tuple[str, tuple[int | str, ...]]] | None = None,
+    ) -> None:
+        self.items: list[tuple[str, tuple[int | str, ...]]] = (
+            list(items) if items is not None else [(message, tuple(at))]
+        )
+        super().__init__("; ".join(m for m, _ in self.items))
+
+
+# --------------------------------------------------------------------------- schema
+
+KeyPath = tuple[int | str, ...]  # a key path: ("extension", 1, "password")
+
+
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+REQUIRED: Any = _Marker("REQUIRED")
+FROM_DATACLASS: Any = _Marker("FROM_DATACLASS")
+
+
+@dataclass
+class Context:
+    """What a checker may need besides the value itself."""
+
+    base_dir: Path  # relative paths in the file are relative to this
+    item: Mapping[str, Any]  # the raw TOML table the value sits in (for cross-key checks)
+
+
+Checker = Callable[[Any, Context], Any]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One key of a section.
+
+    `types`: the TOML value types accepted before `check` runs (bool is never an int).
+    `check`: converts/validates the value, raising `Invalid`; None keeps it as is.
+    `default`: REQUIRED; FROM_DATACLASS (the dataclass attribute default, used as is); or
+      a raw TOML-form value that goes through `check` like a written one (so a default
+      relative path is resolved the same way as a written one).
+    `attr`: the dataclass attribute(s) to fill; a tuple unpacks the checked value.
+    `expected`: overrides the type description in "expected ..., got ..." messages."""
+
+    key: str
+    types: tuple[type, ...]
+    check: Checker | None = None
+    default: Any = FROM_DATACLASS
+    attr: str | tuple[str, ...] | None = None
+    expected: str = ""
+    doc: str = ""
+
+    @property
+    def attrs(self) -> tuple[str, ...]:
+        if self.attr is None:
+            return (self.key,)
+        return (self.attr,) if isinstance(self.attr, str) else self.attr
+
+
+@dataclass(frozen=True)
+class CrossCheck:
+    """A rule spanning several keys of one table; runs only once all `keys` are valid.
+
+    `check(values)` yields `(key, message)` for each violation, reported on `key`'s line."""
+
+    keys: tuple[str, ...]
+    check: Callable[[Mapping[str, Any]], Iterable[tuple[str, str]]]
+
+
+@dataclass(frozen=True)
+class Section:
+    """A top-level TOML section.
+
+    kind "table": `[name]`, optional unless `required`.
+    kind "array": `[[name]]`, zero or more items; `unique` keys must differ between items.
+    kind "map":   `[name.ITEM]`, a table of named tables (e.g. `[block.main]`);
+                  `item_name` validates ITEM.
+    `cls` builds the value from the attribute kwargs; `config_attr` is the `Config` field
+    it lands in (tuple for arrays, dict for maps)."""
+
+    name: str
+    kind: Literal["table", "array", "map"]
+    fields: tuple[Field, ...]
+    cls: Callable[..., Any]
+    config_attr: str
+    label: str = ""  # "extension": used in messages about items
+    checks: tuple[CrossCheck, ...] = ()
+    unique: tuple[str, ...] = ()
+    required: bool = False
+    item_name: Checker | None = None
+    doc: str = ""
+
+    @property
+    def header(self) -> str:
+        return {"table": f"[{self.name}]", "array": f"[[{self.name}]]"}.get(
+            self.kind, f"[{self.name}.NAME]"
+        )
+
+
+@dataclass(frozen=True)
+class Schema:
+    """All sections, plus checks spanning sections (e.g. later: unreachable blocks).
+
+    A global check gets the built section values by section name and yields
+    `(path, message)` pairs; it runs only when every section built cleanly."""
+
+    sections: tuple[Section, ...]
+    checks: tuple[Callable[[Mapping[str, Any]], Iterable[tuple[KeyPath, str]]], ...] = ()
+
+
+# --------------------------------------------------------------------------- type names
+
+_TYPE_NAMES: tuple[tuple[type, str], ...] = (
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a float"),
+    (str, "a string"),
+    (list, "an array"),
+    (dict, "a table"),
+    (datetime.datetime, "a date-time"),
+    (datetime.date, "a date"),
+    (datetime.time, "a time"),
+)
+
+
+def describe_type(value: Any) -> str:
+    """The TOML-ish name of a parsed value's type, for "got ..." messages."""
+    for typ, name in _TYPE_NAMES:
+        if isinstance(value, typ):
+            return name
+    return type(value).__name__
+
+
+def _type_name(typ: type) -> str:
+    return dict(_TYPE_NAMES).get(typ, typ.__name__)
+
+
+def _is_type(value: Any, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):  # TOML true is not the integer 1
+        return bool in types
+    if isinstance(value, datetime.datetime) and datetime.datetime not in types:
+        return False
+    return isinstance(value, types)
+
+
+def _type_hint(key: str, value: Any, types: tuple[type, ...]) -> str:
+    """A concrete fix for the two usual slips: quoting a number or not quoting a string."""
+    if str in types and isinstance(value, int | float) and not isinstance(value, bool):
+        return f'; quote it: {key} = "{value}"'
+    if int in types and isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        return f"; remove the quotes: {key} = {value.strip()}"
+    return ""
+
+
+# --------------------------------------------------------------------------- checkers
+
+
+def int_range(lo: int | None = None, hi: int | None = None) -> Checker:
+    """Checker: an integer within [lo, hi] (either bound optional)."""
+
+    def check(value: int, ctx: Context) -> int:
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            if hi is None:
+                want = f"an integer of at least {lo}"
+            elif lo is None:
+                want = f"an integer of at most {hi}"
+            else:
+                want = f"an integer from {lo} to {hi}"
+            raise Invalid(f"{value} is out of range; expected {want}")
+        return value
+
+    return check
+
+
+def one_of(*choices: str) -> Checker:
+    """Checker: one of a fixed set of strings."""
+
+    def check(value: str, ctx: Context) -> str:
+        if value not in choices:
+            raise Invalid(f'"{value}" is not supported; expected {_or_list(choices)}')
+        return value
+
+    return check
+
+
+def _or_list(choices: Sequence[str]) -> str:
+    quoted = [f'"{c}"' for c in choices]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+_HOSTNAME_RE = re.compile(
+    r"(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?"
+)
+
+
+def check_domain(value: str, ctx: Context) -> str:
+    """The SIP domain must be a DNS name or IP address: it appears in every URI."""
+    if _HOSTNAME_RE.fullmatch(value):
+        return value
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise Invalid(
+            f'"{value}" is not a domain name; expected a DNS name like "pbx.example.com"'
+            " or an IP address"
+        ) from None
+    return value
+
+
+_LISTEN_EXPECTED = (
+    'expected "udp:HOST:PORT" or "tcp:HOST:PORT" with an IP address, e.g. "udp:0.0.0.0:5060"'
+)
+
+
+def _parse_listen(entry: str) -> ListenAddress:
+    transport, sep, rest = entry.partition(":")
+    if not sep:
+        raise Invalid(f'"{entry}" is not a listen address; {_LISTEN_EXPECTED}')
+    if transport not in ("udp", "tcp"):
+        raise Invalid(f'"{entry}": unknown transport "{transport}"; {_LISTEN_EXPECTED}')
+    if rest.startswith("["):
+        host, bracket, port = rest[1:].partition("]")
+        if not bracket or not port.startswith(":"):
+            raise Invalid(f'"{entry}": unclosed "[" or missing port; {_LISTEN_EXPECTED}')
+        port = port[1:]
+    else:
+        host, sep, port = rest.rpartition(":")
+        if not sep:
+            raise Invalid(f'"{entry}": missing port; {_LISTEN_EXPECTED}')
+        if ":" in host:
+            raise Invalid(f'"{entry}": put an IPv6 address in brackets, e.g. "udp:[::1]:5060"')
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise Invalid(f'"{entry}": "{host}" is not an IP address; {_LISTEN_EXPECTED}') from None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise Invalid(f'"{entry}": port "{port}" is not a number from 1 to 65535')
+    return ListenAddress(transport, host, int(port))
+
+
+def check_listen(value: list[Any], ctx: Context) -> tuple[ListenAddress, ...]:
+    """Listen entries, each checked on its own so every bad one is reported."""
+    if not value:
+        raise Invalid(f"the list is empty; expected at least one entry, {_LISTEN_EXPECTED}")
+    out: list[ListenAddress] = []
+    errors: list[tuple[str, KeyPath]] = []
+    seen: dict[ListenAddress, str] = {}
+    for i, entry in enumerate(value):
+        if not isinstance(entry, str):
+            errors.append((f"entry {i + 1} is {describe_type(entry)}; {_LISTEN_EXPECTED}", (i,)))
+            continue
+        try:
+            addr = _parse_listen(entry.strip())
+        except Invalid as e:
+            errors.append((str(e), (i,)))
+            continue
+        if addr in seen:
+            errors.append((f'"{entry}" is listed twice (also as "{seen[addr]}")', (i,)))
+            continue
+        seen[addr] = entry
+        out.append(addr)
+    if errors:
+        raise Invalid(items=errors)
+    return tuple(out)
+
+
+def check_public_address(value: str, ctx: Context) -> str:
+    """Phones send RTP to this address, so it must be a concrete IP they can reach."""
+    try:
+        addr = ipaddress.ip_address(value.strip())
+    except ValueError:
+        raise Invalid(
+            f'"{value}" is not an IP address; expected the address phones reach this host on,'
+            ' e.g. "192.168.1.10"'
+        ) from None
+    if addr.is_unspecified or addr.is_multicast:
+        raise Invalid(
+            f'"{value}" cannot be put in SDP; expected the unicast address phones reach this'
+            ' host on, e.g. "192.168.1.10"'
+        )
+    return str(addr)
+
+
+def check_rtp_ports(value: str | list[Any], ctx: Context) -> tuple[int, int]:
+    """An even-starting port range; size is checked against max_workers separately."""
+    form = 'expected "MIN-MAX" like "20000-29999" or [20000, 29999]'
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", value)
+        if not m:
+            raise Invalid(f'"{value}" is not a port range; {form}')
+        lo, hi = int(m.group(1)), int(m.group(2))
+    else:
+        if len(value) != 2 or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            raise Invalid(f"an array of {len(value)} values is not a port range; {form}")
+        lo, hi = value
+    if not (1024 <= lo <= 65535 and 1024 <= hi <= 65535):
+        raise Invalid(f"{lo}-{hi} is out of range; expected ports from 1024 to 65535")
+    if lo >= hi:
+        raise Invalid(f"{lo}-{hi}: the first port must be lower than the last; {form}")
+    if lo % 2:
+        raise Invalid(
+            f"{lo}-{hi} starts on an odd port; expected an even start"
+            " (RTP uses even ports, RTCP the odd port above)"
+        )
+    if hi - lo + 1 < MIN_RTP_PORTS:
+        raise Invalid(
+            f"{lo}-{hi} holds only {hi - lo + 1} ports; expected at least {MIN_RTP_PORTS}"
+        )
+    return lo, hi
+
+
+def check_data_dir(value: str, ctx: Context) -> Path:
+    """Resolve against the context's base dir now, so nothing later depends on the cwd."""
+    if not value.strip():
+        raise Invalid('the path is empty; expected a directory path such as "data"')
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = ctx.base_dir / path
+    if path.exists() and not path.is_dir():
+        raise Invalid(f'"{path}" exists and is not a directory; expected a directory path')
+    return path
+
+
+def check_timezone(value: str, ctx: Context) -> str:
+    """Must load from zoneinfo now, rather than fail when the first call is logged."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        names = sorted(zoneinfo.available_timezones())
+        by_lower = {n.lower(): n for n in names}
+        close = difflib.get_close_matches(value.lower(), list(by_lower), n=3, cutoff=0.6)
+        hint = f"did you mean {_or_list([by_lower[c] for c in close])}? " if close else ""
+        raise Invalid(
+            f'"{value}" is not a known time zone; {hint}expected an IANA name like'
+            ' "Europe/Moscow" or "UTC"'
+        ) from None
+    return value
+
+
+def check_extension_number(value: str, ctx: Context) -> str:
+    if not re.fullmatch(r"[0-9]{2,6}", value):
+        raise Invalid(
+            f'"{value}" is not an extension number; expected a string of 2 to 6 digits, e.g. "101"'
+        )
+    return value
+
+
+def check_name(value: str, ctx: Context) -> str:
+    """Names end up in SIP display names and log lines: no control characters."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise Invalid('contains control characters; expected plain text like "Alice Smith"')
+    if len(value) > 64:
+        raise Invalid(f"is {len(value)} characters long; expected at most 64")
+    return value
+
+
+def password_weaknesses(password: str, number: str | None) -> list[str]:
+    """Why a SIP password is guessable; empty when it is acceptable.
+
+    Exposed extensions get brute-forced within hours, so this is an error, not a warning."""
+    reasons: list[str] = []
+    if len(password) < MIN_PASSWORD_LENGTH:
+        reasons.append(f"it is only {len(password)} characters long")
+    if password.isdigit():
+        reasons.append("it is all digits")
+    if number and number in password:
+        reasons.append(
+            "it is the extension number"
+            if password == number
+            else "it contains the extension number"
+        )
+    lowered = password.lower()
+    if lowered in COMMON_PASSWORDS or lowered.rstrip(string.digits + string.punctuation) in (
+        COMMON_PASSWORDS
+    ):
+        reasons.append("it is a common password")
+    elif password and len(set(password)) == 1:
+        reasons.append("it repeats one character")
+    return reasons
+
+
+def check_password(value: str, ctx: Context) -> str:
+    number = ctx.item.get("number")
+    reasons = password_weaknesses(value, number if isinstance(number, str) else None)
+    if reasons:
+        # never echo the password itself: check output ends up in logs and tickets
+        raise Invalid(
+            f"weak password: {', '.join(reasons)}; expected at least {MIN_PASSWORD_LENGTH}"
+            " characters, not all digits, not containing the extension number and not a"
+            " common password"
+        )
+    return value
+
+
+def check_email(value: str, ctx: Context) -> str:
+    if not re.fullmatch(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+", value):
+        raise Invalid(f'"{value}" is not an e-mail address; expected e.g. "alice@example.com"')
+    return value
+
+
+# --------------------------------------------------------------------------- cross checks
+
+
+def _workers_consistent(v: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    if v["max_workers"] < v["workers"]:
+        yield (
+            "max_workers",
+            f"{v['max_workers']} is less than workers = {v['workers']}; expected"
+            " max_workers >= workers",
+        )
+
+
+def _expires_consistent(v: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    lo, dflt, hi = v["min_expires"], v["default_expires"], v["max_expires"]
+    if hi < lo:
+        yield ("max_expires", f"{hi} is less than min_expires = {lo}; expected max >= min")
+    elif not lo <= dflt <= hi:
+        yield (
+            "default_expires",
+            f"{dflt} is outside min_expires..max_expires ({lo}..{hi}); expected a value"
+            " in that range",
+        )
+
+
+def _rtp_fits_workers(v: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    lo, hi = v["rtp_ports"]
+    need = v["max_workers"] * RTP_PORTS_PER_WORKER
+    if hi - lo + 1 < need:
+        yield (
+            "rtp_ports",
+            f"{lo}-{hi} holds {hi - lo + 1} ports but max_workers = {v['max_workers']} needs"
+            f" {need} ({RTP_PORTS_PER_WORKER} per worker); expected a range of at least"
+            f" {need} ports or fewer max_workers",
+        )
+
+
+# --------------------------------------------------------------------------- the schema
+
+SWITCH = Section(
+    name="switch",
+    kind="table",
+    cls=SwitchConfig,
+    config_attr="switch",
+    doc="Global settings of the switch.",
+    fields=(
+        Field("domain", (str,), check_domain, doc="SIP domain of the extensions"),
+        Field("listen", (list,), check_listen, expected="an array of strings",
+              doc='SIP listen addresses, "udp:HOST:PORT" / "tcp:HOST:PORT"'),
+        Field("public_address", (str,), check_public_address,
+              doc="IP address put in SDP; phones send RTP there"),
+        Field("rtp_ports", (str, list), check_rtp_ports,
+              attr=("rtp_port_min", "rtp_port_max"),
+              expected='a string like "20000-29999" or an array of two integers',
+              doc="RTP/RTCP port range of the media workers"),
+        Field("data_dir", (str,), check_data_dir, default="data",
+              doc="directory for the database, recordings and logs"),
+        Field("timezone", (str,), check_timezone, doc="IANA time zone for schedules and logs"),
+        Field("language", (str,), one_of("en", "ru"), doc="language of the voice prompts"),
+        Field("workers", (int,), int_range(1), attr="workers_min",
+              doc="media worker processes kept warm"),
+        Field("max_workers", (int,), int_range(1), attr="workers_max",
+              doc="most media worker processes at once"),
+        Field("min_expires", (int,), int_range(1), doc="shortest registration accepted (s)"),
+        Field("max_expires", (int,), int_range(1), doc="longest registration granted (s)"),
+        Field("default_expires", (int,), int_range(1),
+              doc="registration time when the phone asks for none (s)"),
+        Field("ring_timeout", (int,), int_range(5, 300), doc="seconds an extension rings"),
+    ),
+    checks=(
+        CrossCheck(("workers", "max_workers"), _workers_consistent),
+        CrossCheck(("min_expires", "default_expires", "max_expires"), _expires_consistent),
+        CrossCheck(("rtp_ports", "max_workers"), _rtp_fits_workers),
+    ),
+)  # fmt: skip
+
+EXTENSION = Section(
+    name="extension",
+    kind="array",
+    cls=ExtensionConfig,
+    config_attr="extensions",
+    label="extension",
+    unique=("number",),
+    doc="One phone user each.",
+    fields=(
+        Field("number", (str,), check_extension_number, default=REQUIRED,
+              doc="extension number, 2-6 digits, quoted"),
+        Field("name", (str,), check_name, default="", doc="display name"),
+        Field("password", (str,), check_password, default=REQUIRED,
+              doc="SIP digest password"),
+        Field("email", (str,), check_email, default=None, doc="voicemail/notification address"),
+    ),
+)  # fmt: skip
+
+SCHEMA = Schema(sections=(SWITCH, EXTENSION))
+
+
+# --------------------------------------------------------------------------- line scanner
+
+
+class _ScanError(Exception):
+    pass
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_SCALAR = re.compile(r"[^,\]}\n#]*")
+
+
+class _LineScanner:
+    """Maps key paths to the line they are written on.
+
+    Tracks `[table]` / `[[array]]` headers (counting array items, so the second
+    `[[extension]]`'s keys get `("extension", 1, ...)`), dotted keys, inline tables and
+    array elements (`("switch", "listen", 2)`). Runs on text tomllib has accepted; if it
+    still gets confused it returns what it has, and lookups fall back to a parent's line."""
+
+    def __init__(self, text: str) -> None:
+        self.s = text
+        self.i = 0
+        self.line = 1
+        self.lines: dict[KeyPath, int] = {}
+        self.arrays: dict[KeyPath, int] = {}  # array-of-tables path -> items seen
+
+    def scan(self) -> dict[KeyPath, int]:
+        try:
+            current: KeyPath = ()
+            while True:
+                self._skip(newlines=True)
+                if self.i >= len(self.s):
+                    break
+                start = self.i
+                if self.s[self.i] == "[":
+                    current = self._header()
+                else:
+                    self._keyval(current)
+                if self.i == start:
+                    break
+        except (_ScanError, IndexError, ValueError, tomllib.TOMLDecodeError):
+            pass
+        return self.lines
+
+    # -- low level
+    def _advance_to(self, j: int) -> None:
+        self.line += self.s.count("\n", self.i, j)
+        self.i = j
+
+    def _skip(self, newlines: bool) -> None:
+        s = self.s
+        while self.i < len(s):
+            c = s[self.i]
+            if c in " \t\r":
+                self.i += 1
+            elif c == "#":
+                end = s.find("\n", self.i)
+                self.i = len(s) if end < 0 else end
+            elif c == "\n" and newlines:
+                self.i += 1
+                self.line += 1
+            else:
+                break
+
+    def _record(self, path: KeyPath, line: int) -> None:
+        for k in range(1, len(path)):
+            self.lines.setdefault(path[:k], line)
+        self.lines.setdefault(path, line)
+
+    # -- grammar
+    def _key(self) -> list[str]:
+        parts: list[str] = []
+        s = self.s
+        while True:
+            self._skip(newlines=False)
+            c = s[self.i]
+            if c in "\"'":
+                end = self._string_end(self.i)
+                raw = s[self.i : end]
+                parts.append(tomllib.loads(f"k = {raw}")["k"])
+                self.i = end
+            else:
+                m = _BARE_KEY.match(s, self.i)
+                if not m:
+                    raise _ScanError(self.i)
+                parts.append(m.group())
+                self.i = m.end()
+            self._skip(newlines=False)
+            if self.i < len(s) and s[self.i] == ".":
+                self.i += 1
+                continue
+            return parts
+
+    def _header(self) -> KeyPath:
+        line = self.line
+        is_array = self.s.startswith("[[", self.i)
+        self.i += 2 if is_array else 1
+        keys = self._key()
+        self.i += 2 if is_array else 1
+        path: KeyPath = ()
+        for n, k in enumerate(keys):
+            path = (*path, k)
+            if is_array and n == len(keys) - 1:
+                count = self.arrays.get(path, 0)
+                self.arrays[path] = count + 1
+                path = (*path, count)
+            elif path in self.arrays:
+                path = (*path, self.arrays[path] - 1)
+        self._record(path, line)
+        self.lines[path] = line
+        return path
+
+    def _keyval(self, prefix: KeyPath) -> None:
+        line = self.line
+        path = (*prefix, *self._key())
+        self._record(path, line)
+        self._skip(newlines=False)
+        if self.s[self.i] != "=":
+            raise _ScanError(self.i)
+        self.i += 1
+        self._skip(newlines=False)
+        self._value(path)
+
+    def _string_end(self, i: int) -> int:
+        s = self.s
+        for quote in ('"""', "'''"):
+            if s.startswith(quote, i):
+                j = i + 3
+                while True:
+                    if quote == '"""' and s[j] == "\\":
+                        j += 2
+                    elif s.startswith(quote, j):
+                        j += 3
+                        extra = 0
+                        while extra < 2 and j < len(s) and s[j] == quote[0]:
+                            j += 1
+                            extra += 1
+                        return j
+                    else:
+                        j += 1
+        quote = s[i]
+        j = i + 1
+        while s[j] != quote:
+            j += 2 if (quote == '"' and s[j] == "\\") else 1
+        return j + 1
+
+    def _value(self, path: KeyPath) -> None:
+        s = self.s
+        c = s[self.i]
+        if c in "\"'":
+            self._advance_to(self._string_end(self.i))
+        elif c == "[":
+            self.i += 1
+            index = 0
+            while True:
+                self._skip(newlines=True)
+                if s[self.i] == "]":
+                    self.i += 1
+                    return
+                self._record((*path, index), self.line)
+                self._value((*path, index))
+                index += 1
+                self._skip(newlines=True)
+                if s[self.i] == ",":
+                    self.i += 1
+        elif c == "{":
+            self.i += 1
+            while True:
+                self._skip(newlines=True)
+                if s[self.i] == "}":
+                    self.i += 1
+                    return
+                self._keyval(path)
+                self._skip(newlines=True)
+                if s[self.i] == ",":
+                    self.i += 1
+        else:
+            m = _SCALAR.match(s, self.i)
+            assert m is not None  # the pattern matches the empty string
+            self.i = m.end()
+
+
+def key_lines(text: str) -> dict[KeyPath, int]:
+    """Key path -> line number for a TOML text that tomllib accepts."""
+    return _LineScanner(text).scan()
+
+
+# --------------------------------------------------------------------------- engine
+
+
+def _display(path: KeyPath) -> str:
+    """("extension", 1, "password") -> "extension[2].password" (items count from 1)."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part + 1}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def _suggest(key: str, allowed: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    return f'did you mean "{close[0]}"? ' if close else ""
+
+
+def _dataclass_default(cls: Any, attr: str) -> Any:
+    if dataclasses.is_dataclass(cls):
+        for f in dataclasses.fields(cls):
+            if f.name == attr:
+                if f.default is not dataclasses.MISSING:
+                    return f.default
+                if f.default_factory is not dataclasses.MISSING:
+                    return f.default_factory()
+    raise LookupError(f"{cls!r} has no default for {attr!r}; declare one in the Field")
+
+
+@dataclass
+class _Validator:
+    file: str
+    lines: dict[KeyPath, int]
+    base_dir: Path
+    problems: list[ConfigProblem] = field(default_factory=list)
+
+    def line_of(self, path: KeyPath) -> int:
+        p = tuple(path)
+        while p:
+            if p in self.lines:
+                return self.lines[p]
+            p = p[:-1]
+        return 1
+
+    def report(self, path: KeyPath, message: str, *, key_path: KeyPath | None = None) -> None:
+        display = _display(path if key_path is None else key_path) or "config"
+        self.problems.append(ConfigProblem(self.file, self.line_of(path), display, message))
+
+    # -- whole document
+    def run(self, data: dict[str, Any], schema: Schema) -> dict[str, Any] | None:
+        sections = {s.name: s for s in schema.sections}
+        for key in data:
+            if key not in sections:
+                allowed = ", ".join(s.header for s in schema.sections)
+                self.report(
+                    (key,),
+                    f"unknown section; {_suggest(key, list(sections))}expected one of {allowed}",
+                )
+        built: dict[str, Any] = {}
+        ok = not self.problems
+        for section in schema.sections:
+            value = self.section(section, data.get(section.name))
+            if value is None:
+                ok = False
+            else:
+                built[section.name] = value
+        if ok:
+            for check in schema.checks:
+                for path, message in check(built):
+                    self.report(path, message)
+        return built if ok and not self.problems else None
+
+    def section(self, section: Section, raw: Any) -> Any:
+        """The built value of a section, or None if it had problems."""
+        path: KeyPath = (section.name,)
+        if raw is None:
+            if section.required:
+                self.report(path, f"missing section; expected a {section.header} section")
+                return None
+            raw = {} if section.kind != "array" else []
+        if section.kind == "table":
+            if not isinstance(raw, dict):
+                return self._wrong_section(section, raw)
+            return self.table(section, raw, path)
+        if section.kind == "array":
+            if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
+                return self._wrong_section(section, raw)
+            items = [self.table(section, r, (*path, n)) for n, r in enumerate(raw)]
+            unique_ok = self._unique(section, raw)
+            if not unique_ok or any(i is None for i in items):
+                return None
+            return tuple(items)
+        # map
+        if not isinstance(raw, dict) or not all(isinstance(r, dict) for r in raw.values()):
+            return self._wrong_section(section, raw)
+        out: dict[str, Any] = {}
+        ok = True
+        for name, item in raw.items():
+            if section.item_name is not None:
+                try:
+                    section.item_name(name, Context(self.base_dir, item))
+                except Invalid as e:
+                    for message, _ in e.items:
+                        self.report((*path, name), message)
+                    ok = False
+            value = self.table(section, item, (*path, name))
+            ok = ok and value is not None
+            out[name] = value
+        return out if ok else None
+
+    def _wrong_section(self, section: Section, raw: Any) -> None:
+        got = describe_type(raw)
+        if section.kind == "array" and isinstance(raw, dict):
+            got = f"a table ([{section.name}]); write each item as {section.header}"
+        elif section.kind == "table" and isinstance(raw, list):
+            got = f"an array; write it once as {section.header}, not [[{section.name}]]"
+        kind = {"table": "a table", "array": "an array of tables", "map": "tables"}[section.kind]
+        self.report((section.name,), f"expected {kind} written {section.header}, got {got}")
+        return None
+
+    def _unique(self, section: Section, raw: list[dict[str, Any]]) -> bool:
+        """Report items repeating a `unique` key, on the repeat's line; False if any."""
+        ok = True
+        label = section.label or section.name
+        for key in section.unique:
+            first: dict[Any, int] = {}
+            for n, item in enumerate(raw):
+                value = item.get(key)
+                if value is None or isinstance(value, dict | list):
+                    continue
+                if value in first:
+                    first_line = self.line_of((section.name, first[value], key))
+                    self.report(
+                        (section.name, n, key),
+                        f'duplicate {label} {key} "{value}": already used by the {label} on'
+                        f" line {first_line}; expected every {label} to have its own {key}",
+                    )
+                    ok = False
+                else:
+                    first[value] = n
+        return ok
+
+    def table(self, section: Section, raw: dict[str, Any], path: KeyPath) -> Any:
+        """Check one table against the section's fields; the built object or None."""
+        fields = {f.key: f for f in section.fields}
+        ok = True
+        for key in raw:
+            if key not in fields:
+                allowed = ", ".join(fields)
+                self.report(
+                    (*path, key),
+                    f"unknown key; {_suggest(key, list(fields))}allowed keys: {allowed}",
+                )
+                ok = False
+        ctx = Context(self.base_dir, raw)
+        values: dict[str, Any] = {}
+        for f in section.fields:
+            fpath = (*path, f.key)
+            if f.key not in raw:
+                if f.default is REQUIRED:
+                    what = f.expected or " or ".join(_type_name(t) for t in f.types)
+                    self.report(fpath, f"required key is missing; expected {what}: {f.doc}")
+                    ok = False
+                elif f.default is FROM_DATACLASS:
+                    defaults = tuple(_dataclass_default(section.cls, a) for a in f.attrs)
+                    values[f.key] = defaults[0] if len(defaults) == 1 else defaults
+                else:
+                    values[f.key] = (
+                        f.check(f.default, ctx) if f.check and f.default is not None else f.default
+                    )
+                continue
+            value = raw[f.key]
+            if not _is_type(value, f.types):
+                what = f.expected or " or ".join(_type_name(t) for t in f.types)
+                self.report(
+                    fpath,
+                    f"expected {what}, got {describe_type(value)}"
+                    + _type_hint(f.key, value, f.types),
+                )
+                ok = False
+                continue
+            try:
+                values[f.key] = f.check(value, ctx) if f.check else value
+            except Invalid as e:
+                for message, at in e.items:
+                    self.report((*fpath, *at), message, key_path=fpath)
+                ok = False
+        for check in section.checks:
+            if all(k in values for k in check.keys):
+                for key, message in check.check(values):
+                    self.report((*path, key), message)
+                    ok = False
+        if not ok:
+            return None
+        kwargs: dict[str, Any] = {}
+        for f in section.fields:
+            if len(f.attrs) == 1:
+                kwargs[f.attrs[0]] = values[f.key]
+            else:
+                kwargs.update(zip(f.attrs, values[f.key], strict=True))
+        return section.cls(**kwargs)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def default_config_path() -> Path:
+    """The demo config shipped inside the package (`softswitch/default.toml`)."""
+    return Path(__file__).resolve().parent / "default.toml"
+
+
+def _syntax_line(text: str, message: str) -> int:
+    """The line of a TOMLDecodeError.
+
+    tomllib (3.11) only gives "(at line N, column M)" or "(at end of document)"; for the
+    latter (duplicate keys, unterminated strings) find the first prefix of the text that
+    fails with the same message, which is where the mistake is."""
+    m = re.search(r"\(at line (\d+), column \d+\)$", message)
+    if m:
+        return int(m.group(1))
+    lines = text.splitlines()
+    if len(lines) <= 5000:
+        for n in range(1, len(lines) + 1):
+            try:
+                tomllib.loads("\n".join(lines[:n]))
+            except tomllib.TOMLDecodeError as e:
+                if str(e) == message:
+                    return n
+    return max(len(lines), 1)
+
+
+def parse_config(text: str, *, file: str = "<config>", base_dir: Path | None = None) -> Config:
+    """Validate TOML text; `base_dir` anchors relative paths (default: the cwd)."""
+    base = (base_dir or Path.cwd()).absolute()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        message = str(e)
+        line = _syntax_line(text, message)
+        detail = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)$", "", message)
+        m = re.search(r"column (\d+)\)$", message)
+        where = f" at column {m.group(1)}" if m else ""
+        detail = detail[:1].lower() + detail[1:]
+        if detail.startswith("cannot overwrite") or detail.startswith("cannot declare"):
+            detail += " (a key or table written twice?)"
+        raise ConfigError(
+            [ConfigProblem(file, line, "syntax", f"{detail}{where}; expected valid TOML")]
+        ) from None
+    validator = _Validator(file=file, lines=key_lines(text), base_dir=base)
+    built = validator.run(data, SCHEMA)
+    if built is None or validator.problems:
+        problems = sorted(validator.problems, key=lambda p: p.line or 0)
+        raise ConfigError(problems)
+    kwargs = {s.config_attr: built[s.name] for s in SCHEMA.sections}
+    return Config(**kwargs)
+
+
+def load_config(path: str | Path, *, base_dir: Path | None = None) -> Config:
+    """Load and validate a config file, raising `ConfigError` with every problem found.
+
+    Relative paths in the file (data_dir) are resolved against the file's folder, except
+    for the embedded default config (`default_config_path()`), whose relative data_dir is
+    resolved against the current working directory, so `softswitch run` with no --config
+    keeps its data next to where it was started rather than inside the installed package.
+    `base_dir` overrides both."""
+    path = Path(path)
+    file = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    file,
+                    None,
+                    "file",
+                    f"cannot read: {e.strerror or e}; expected a readable TOML file",
+                )
+            ]
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(
+            [ConfigProblem(file, line, "encoding", "invalid UTF-8; expected a UTF-8 text file")]
+        ) from None
+    if base_dir is None:
+        is_default = path.resolve() == default_config_path()
+        base_dir = Path.cwd() if is_default else path.absolute().parent
+    config = parse_config(text, file=file, base_dir=base_dir)
+    return dataclasses.replace(config, source=path)

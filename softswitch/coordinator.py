@@ -1,0 +1,314 @@
+"""The coordinator: one asyncio process that owns the SIP edge, the worker pool, the
+calls and the store, and wires them together (see ../shared/design/architecture.md).
+
+It is the `Router` the edge asks where an INVITE goes, and the sink for media worker
+events; call logic itself lives in `softswitch.calls` (sans-I/O).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import time
+from pathlib import Path
+
+from sipmessage import Request
+
+from softswitch.calls import (
+    Action,
+    CallAnswered,
+    CallClosed,
+    ExtensionCall,
+    LegAnswered,
+    LegClosed,
+    LegOpened,
+    WorkerCommand,
+)
+from softswitch.config_types import Config
+from softswitch.media.pool import Pool, Worker
+from softswitch.sip.auth import DigestAuthenticator
+from softswitch.sip.message import Peer
+from softswitch.sip.proxy import Edge
+from softswitch.sip.registrar import Registrar
+from softswitch.sip.routing import Fork, ForkOutcome, Reject, Target, ToWorker
+from softswitch.sip.transport import Transports
+from softswitch.store import Store
+
+log = logging.getLogger(__name__)
+
+EXPIRE_INTERVAL = 5.0  # seconds between sweeps of expired registrations
+
+
+def load_secret(data_dir: Path) -> bytes:
+    """The edge's secret (nonces, flow tokens, branches) is kept across restarts so
+    nonces and dialogs' Record-Route tokens stay valid after a restart."""
+    path = data_dir / "secret.key"
+    if path.exists():
+        return bytes.fromhex(path.read_text().strip())
+    secret = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret.hex())
+    return secret
+
+
+class Coordinator:
+    def __init__(self, config: Config, clock=time.time) -> None:
+        self.config = config
+        self.clock = clock
+        sw = config.switch
+        self.data_dir = Path(sw.data_dir)
+        self.calls: dict[str, ExtensionCall] = {}
+        self.call_worker: dict[str, Worker] = {}
+        self.store: Store | None = None
+        self.transports: Transports | None = None
+        self.edge: Edge | None = None
+        self.pool: Pool | None = None
+        self.registrar: Registrar | None = None
+        self._sweeper: asyncio.Task | None = None
+        self._seq = 0
+        self.started = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        sw = self.config.switch
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(self.data_dir / "softswitch.db")
+        closed = self.store.close_stale(self.clock())
+        if closed:
+            log.warning("closed %d call(s) left open by the previous run as failed", closed)
+        secret = load_secret(self.data_dir)
+        auth = DigestAuthenticator(realm=sw.domain, secret=secret)
+        self.registrar = Registrar(self.config, self.store, auth)
+        self.transports = Transports(self._on_message, self._on_flow_closed)
+        self.edge = Edge(self.transports, self, self.registrar, secret=secret,
+                         public_host=sw.public_address, clock=self.clock)
+        inside = await self.transports.listen_udp("127.0.0.1", 0, side="inside")
+        for addr in sw.listen:
+            if addr.transport == "udp":
+                await self.transports.listen_udp(addr.host, addr.port)
+            else:
+                await self.transports.listen_tcp(addr.host, addr.port)
+        self.pool = Pool(
+            edge_port=inside.port, public_address=sw.public_address,
+            rtp_min=sw.rtp_port_min, rtp_max=sw.rtp_port_max,
+            min_workers=sw.workers_min, max_workers=sw.workers_max,
+            log_dir=self.data_dir / "logs", on_event=self._on_worker_event,
+            on_death=self._on_worker_death,
+        )
+        await self.pool.start()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        self.started.set()
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self.pool is not None:
+            await self.pool.stop()
+        if self.transports is not None:
+            self.transports.close()
+        if self.store is not None:
+            now = self.clock()
+            for call_id in list(self.calls):
+                self.store.close_call(call_id, ended=now, result="failed",
+                                      cause="switch stopped")
+            self.store.close_stale(now, cause="switch stopped")
+            self.store.close()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRE_INTERVAL)
+            assert self.registrar is not None
+            self.registrar.expire(self.clock())
+
+    def describe(self) -> str:
+        assert self.transports is not None
+        lines = ["softswitch listening on:"]
+        for lst in self.transports.listeners:
+            if lst.side == "outside":
+                lines.append(f"  sip {lst.transport} {lst.host}:{lst.port}")
+        lines.append(f"domain: {self.config.switch.domain}")
+        lines.append("extensions:")
+        for ext in self.config.extensions:
+            lines.append(f"  {ext.number}  {ext.name}")
+        lines.append(f"data: {self.data_dir.resolve()}")
+        return "\n".join(lines)
+
+    # -- SIP in --------------------------------------------------------------------------
+    def _on_message(self, data: bytes, peer: Peer) -> None:
+        assert self.edge is not None
+        self.edge.handle(data, peer)
+
+    def _on_flow_closed(self, peer: Peer) -> None:
+        assert self.registrar is not None
+        dropped = self.registrar.drop_flow(peer, self.clock())
+        if dropped:
+            log.info("tcp flow %s closed: %d binding(s) dropped", peer, len(dropped))
+
+    # -- Router (asked by the edge) --------------------------------------------------------
+    def is_worker(self, host: str, port: int) -> bool:
+        return self.pool is not None and self.pool.find_worker(host, port) is not None
+
+    def route_inbound(self, request: Request, caller: str, source: Peer, now: float
+                      ) -> Reject | ToWorker:
+        assert self.registrar is not None and self.pool is not None
+        dialed = request.uri.user or ""
+        callee = self.config.extension(dialed)
+        if callee is None:
+            return Reject(404)
+        if not self.registrar.lookup(dialed, now):
+            return Reject(480)
+        worker = self.pool.reserve()
+        if worker is None:
+            log.warning("capacity reached (%d calls): 503 to %s", self.pool.capacity, caller)
+            return Reject(503, "Service Unavailable (capacity)")
+        self._seq += 1
+        call_id = f"{int(now)}-{self._seq}-{secrets.token_hex(3)}"
+        me = self.config.extension(caller)
+        name = (me.name if me else caller).replace('"', "")
+        call = ExtensionCall(
+            call_id=call_id, caller=caller, callee=dialed,
+            callee_uri=f"sip:{dialed}@{self.config.switch.domain}",
+            from_header=f'"{name}" <sip:{caller}@{self.config.switch.domain}>',
+        )
+        self.calls[call_id] = call
+        self.call_worker[call_id] = worker
+        worker.legs.update((call.leg_a, call.leg_b))
+        assert self.store is not None
+        self.store.open_call(call_id, started=now, caller=caller, callee=dialed)
+        return ToWorker(
+            worker=Peer("udp", "127.0.0.1", worker.sip_port, None, "inside"),
+            headers=(("X-Leg", call.leg_a), ("X-Call", call_id)),
+            context=call,
+        )
+
+    def route_outbound(self, request: Request, source: Peer, now: float) -> Reject | Fork:
+        assert self.registrar is not None
+        call = self.calls.get(request.headers.get("X-Call") or "")
+        if call is None:
+            return Reject(403, "Forbidden (no such call)")
+        target = request.uri.user or ""
+        bindings = self.registrar.lookup(target, now)
+        if not bindings:
+            call.on_fork_result("unavailable")
+            return Reject(480)
+        targets = tuple(
+            Target(contact=b.contact,
+                   dest=Peer(b.transport, b.source_host, b.source_port, None, "outside"),
+                   label=target)
+            for b in bindings
+        )
+        return Fork(targets=targets, ring_timeout=float(self.config.switch.ring_timeout),
+                    from_header=request.headers.get("X-From"), context=call)
+
+    def fork_finished(self, context: object, outcome: ForkOutcome, now: float) -> None:
+        if not isinstance(context, ExtensionCall):
+            return
+        results = {b.result for b in outcome.branches}
+        if "answered" in results:
+            return
+        if "busy" in results:
+            context.on_fork_result("busy")
+        elif results and results <= {"no-answer", "cancelled"} and "no-answer" in results:
+            context.on_fork_result("no-answer")
+        elif "rejected" in results:
+            context.on_fork_result("rejected")
+
+    def inbound_finished(self, context: object, code: int, now: float) -> None:
+        if isinstance(context, ExtensionCall) and code == 408:
+            log.warning("worker never answered call %s", context.call_id)
+
+    def flow_closed(self, peer: Peer) -> None:
+        self._on_flow_closed(peer)
+
+    # -- worker events -------------------------------------------------------------------
+    def _call_for_leg(self, leg: str) -> ExtensionCall | None:
+        return self.calls.get(leg.rsplit("-", 1)[0]) if leg else None
+
+    def _on_worker_event(self, worker: Worker, msg: dict) -> None:
+        event = msg.get("event")
+        leg = str(msg.get("leg", ""))
+        call = self._call_for_leg(leg)
+        if call is None:
+            if event == "incoming":
+                log.warning("worker %s: incoming leg %s for no call; rejecting",
+                            worker.slot, leg)
+                assert self.pool is not None
+                self.pool.send(worker, {"cmd": "hangup", "leg": leg, "code": 481})
+            return
+        if event == "incoming":
+            actions = call.on_incoming(msg.get("sip_call_id"))
+        elif event == "state":
+            actions = call.on_state(leg, msg.get("state", ""), msg.get("code"),
+                                    msg.get("cause"), msg.get("stats"))
+        else:
+            return
+        self._apply(call, actions)
+
+    def _on_worker_death(self, worker: Worker) -> None:
+        for call_id, w in list(self.call_worker.items()):
+            if w is worker:
+                call = self.calls.get(call_id)
+                if call is not None:
+                    self._apply(call, call.on_worker_died())
+
+    def _apply(self, call: ExtensionCall, actions: list[Action]) -> None:
+        assert self.store is not None and self.pool is not None
+        now = self.clock()
+        worker = self.call_worker.get(call.call_id)
+        for action in actions:
+            if isinstance(action, WorkerCommand):
+                if worker is not None:
+                    self.pool.send(worker, action.cmd)
+            elif isinstance(action, LegOpened):
+                self.store.open_leg(action.leg, call_id=call.call_id, role=action.role,
+                                    party=action.party, started=now,
+                                    worker=worker.slot if worker else None,
+                                    sip_call_id=action.sip_call_id)
+            elif isinstance(action, LegAnswered):
+                self.store.leg_answered(action.leg, now)
+            elif isinstance(action, LegClosed):
+                stats = action.stats or {}
+                self.store.close_leg(action.leg, ended=now, result=action.result,
+                                     cause=action.cause, sip_code=action.sip_code,
+                                     rx_packets=stats.get("rx_packets"),
+                                     rx_lost=stats.get("rx_lost"),
+                                     tx_packets=stats.get("tx_packets"))
+            elif isinstance(action, CallAnswered):
+                self.store.call_answered(call.call_id, now)
+            elif isinstance(action, CallClosed):
+                self.store.close_call(call.call_id, ended=now, result=action.result,
+                                      cause=action.cause, sip_code=action.sip_code)
+                log.info("call %s %s -> %s: %s (%s)", call.call_id, call.caller,
+                         call.callee, action.result, action.cause)
+                self.calls.pop(call.call_id, None)
+                w = self.call_worker.pop(call.call_id, None)
+                if w is not None:
+                    w.legs.difference_update((call.leg_a, call.leg_b))
+                    self.pool.release(w)
+
+
+async def serve(config: Config, ready_file: str | None = None) -> None:
+    coordinator = Coordinator(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await coordinator.start()
+        print(coordinator.describe(), flush=True)
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        await coordinator.stop()
+
+
+def run(config: Config) -> int:
+    """Start the switch and block until SIGINT/SIGTERM. Called by `softswitch run`."""
+    asyncio.run(serve(config))
+    return 0

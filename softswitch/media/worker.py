@@ -1,0 +1,847 @@
+"""One pjsua2 media worker process, driven by the coordinator over a control socket.
+
+Run as ``python -m softswitch.media.worker --control-fd FD --id N --sip-port P
+--rtp-port R --rtp-port-count C --edge 127.0.0.1:E --public-address A``; the contract is
+``docs/worker-protocol.md``. The pjsua2 wheel allows one endpoint and four calls per
+process, so a worker is deliberately small and dumb: it answers, plays, records,
+bridges, originates through the edge and reports events; every decision is taken by the
+coordinator.
+
+Threading: pjsua2 runs with ``threadCnt=0`` and ``mainThreadOnly``, so SIP callbacks
+happen inside ``libHandleEvents`` on the main thread, which also polls the control
+socket. Callbacks that pjsua2 may raise on its media threads (RFC 2833 DTMF, player end
+of file) only put a tuple on a queue that the main loop drains, so no protocol or
+pjsua2 state is touched off the main thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+import wave
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pjsua2 as pj
+
+MAX_LEGS = 4
+"""``PJSUA_MAX_CALLS`` of the pjsua2 wheel; a larger ``maxCalls`` is silently ignored."""
+
+POLL_MS = 5
+"""How long one ``libHandleEvents`` call and one ``select`` may block; bounds the
+latency of both SIP and control messages at about 2 * POLL_MS."""
+
+STATE_NAMES: dict[int, str] = {
+    pj.PJSIP_INV_STATE_CALLING: "calling",
+    pj.PJSIP_INV_STATE_EARLY: "early",
+    pj.PJSIP_INV_STATE_CONNECTING: "connecting",
+    pj.PJSIP_INV_STATE_CONFIRMED: "confirmed",
+    pj.PJSIP_INV_STATE_DISCONNECTED: "disconnected",
+}
+
+DTMF_METHODS: dict[str, int] = {
+    "rfc2833": pj.PJSUA_DTMF_METHOD_RFC2833,
+    "info": pj.PJSUA_DTMF_METHOD_SIP_INFO,
+}
+DTMF_METHOD_NAMES: dict[int, str] = {v: k for k, v in DTMF_METHODS.items()}
+
+COMPACT_HEADERS: dict[str, str] = {
+    "i": "Call-ID",
+    "f": "From",
+    "t": "To",
+    "m": "Contact",
+    "v": "Via",
+    "c": "Content-Type",
+    "l": "Content-Length",
+    "k": "Supported",
+    "s": "Subject",
+}
+
+log = logging.getLogger("softswitch.media.worker")
+
+
+class CommandError(Exception):
+    """A command that cannot be carried out; its text goes back in the reply."""
+
+
+def parse_sip_message(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """Split a raw SIP message into its start line and its (name, value) headers.
+
+    pjsua2 gives Python the incoming INVITE only as text (``SipRxData.wholeMsg``), so
+    custom headers such as ``X-Leg`` have to be read from it. Folded lines are joined
+    and compact names are expanded so callers can look headers up by their long name.
+    """
+    head = text.replace("\r\n", "\n").split("\n\n", 1)[0]
+    lines = head.split("\n")
+    start = lines[0].strip() if lines else ""
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        if line[0] in " \t" and headers:
+            name, value = headers[-1]
+            headers[-1] = (name, value + " " + line.strip())
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            continue
+        name = name.strip()
+        name = COMPACT_HEADERS.get(name.lower(), name) if len(name) == 1 else name
+        headers.append((name, value.strip()))
+    return start, headers
+
+
+def header_value(headers: list[tuple[str, str]], name: str) -> str:
+    """First value of header ``name`` (case-insensitive), or ``""``."""
+    lname = name.lower()
+    for hname, value in headers:
+        if hname.lower() == lname:
+            return value
+    return ""
+
+
+def pj_error_text(exc: BaseException) -> str:
+    """Readable text for an exception raised by pjsua2 (it wraps ``pj.Error``)."""
+    for arg in getattr(exc, "args", ()):
+        if isinstance(arg, pj.Error):
+            return f"{arg.title}: {arg.reason} ({arg.status})"
+    if isinstance(exc, pj.Error):
+        return f"{exc.title}: {exc.reason} ({exc.status})"
+    return str(exc) or type(exc).__name__
+
+
+def audio_media(call: pj.Call) -> pj.AudioMedia | None:
+    """The call's active audio media, or None before/without negotiated audio."""
+    try:
+        info = call.getInfo()
+        for mi in info.media:
+            if mi.type == pj.PJMEDIA_TYPE_AUDIO and mi.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                return call.getAudioMedia(mi.index)
+    except Exception:  # a call being torn down raises; no media then
+        return None
+    return None
+
+
+def stream_stats(call: pj.Call) -> dict[str, float] | None:
+    """RTP counters of the call's audio stream, or None when it has no stream."""
+    try:
+        info = call.getInfo()
+        idx = next(
+            (mi.index for mi in info.media if mi.type == pj.PJMEDIA_TYPE_AUDIO),
+            None,
+        )
+        if idx is None:
+            return None
+        st = call.getStreamStat(idx)
+    except Exception:  # no stream (never answered, already destroyed)
+        return None
+    rx, tx = st.rtcp.rxStat, st.rtcp.txStat
+    return {
+        "rx_packets": int(rx.pkt),
+        "rx_lost": int(rx.loss),
+        "tx_packets": int(tx.pkt),
+        "rx_jitter_ms": round(rx.jitterUsec.mean / 1000.0, 3),
+    }
+
+
+ZERO_STATS: dict[str, float] = {
+    "rx_packets": 0,
+    "rx_lost": 0,
+    "tx_packets": 0,
+    "rx_jitter_ms": 0.0,
+}
+
+
+def wait_file_closed(path: str, timeout: float = 0.5) -> bool:
+    """Wait until this process no longer holds ``path`` open; True if it was closed.
+
+    Destroying a pjsua2 recorder only queues the removal of its conference port; the
+    WAV header is written when the bridge clock thread processes that, a frame or two
+    later. Reading the file (or telling the coordinator it is done) before then finds a
+    header claiming zero samples. On Linux the open descriptors are visible in
+    /proc/self/fd; elsewhere a short fixed wait has to do.
+    """
+    fd_dir = "/proc/self/fd"
+    if not os.path.isdir(fd_dir):
+        time.sleep(0.1)
+        return True
+    target = os.path.realpath(path)
+    deadline = time.monotonic() + timeout
+    while True:
+        still_open = False
+        try:
+            for fd in os.listdir(fd_dir):
+                try:
+                    if os.readlink(os.path.join(fd_dir, fd)) == target:
+                        still_open = True
+                        break
+                except OSError:
+                    continue
+        except OSError:
+            return False
+        if not still_open:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.002)
+
+
+def wav_seconds(path: str) -> float:
+    """Duration of a finished WAV file, 0.0 if it cannot be read."""
+    try:
+        with wave.open(path, "rb") as w:
+            rate = w.getframerate()
+            return round(w.getnframes() / rate, 3) if rate else 0.0
+    except (OSError, wave.Error, EOFError):
+        return 0.0
+
+
+class Player(pj.AudioMediaPlayer):
+    """A WAV player whose end-of-file is forwarded to the main loop.
+
+    ``onEof2`` runs on the conference bridge clock thread, where neither pjsua2 calls
+    nor protocol writes are safe, so it only enqueues.
+    """
+
+    def __init__(self, events: queue.SimpleQueue[tuple[Any, ...]], leg: str, path: str):
+        super().__init__()
+        self.events = events
+        self.leg = leg
+        self.path = path
+        self.loop = False
+
+    def onEof2(self) -> None:
+        if not self.loop:
+            self.events.put(("eof", self.leg, self))
+
+
+class LegCall(pj.Call):
+    """A pjsua2 call that forwards its callbacks to the worker."""
+
+    def __init__(self, worker: Worker, acc: pj.Account, call_id: int = pj.PJSUA_INVALID_ID):
+        super().__init__(acc, call_id)
+        self.worker = worker
+        self.leg_id: str | None = None
+        self.last_stats: dict[str, float] | None = None
+
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:
+        self.worker.guard(self.worker.on_call_state, self)
+
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
+        self.worker.guard(self.worker.on_call_media_state, self)
+
+    def onStreamDestroyed(self, prm: pj.OnStreamDestroyedParam) -> None:
+        # The stream is gone by the time DISCONNECTED is reported, so the counters are
+        # kept here, the last moment they can be read.
+        try:
+            stats = stream_stats(self)
+            if stats is not None:
+                self.last_stats = stats
+        except Exception:
+            pass
+
+    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
+        # RFC 2833 digits arrive on a media thread, SIP INFO ones on the main thread;
+        # both go through the queue so they are reported in order and on one thread.
+        self.worker.offthread.put(("dtmf", self, str(prm.digit), int(prm.method)))
+
+
+class WorkerAccount(pj.Account):
+    """The worker's single local account; it only receives INVITEs from the edge."""
+
+    def __init__(self, worker: Worker):
+        super().__init__()
+        self.worker = worker
+
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
+        self.worker.guard(self.worker.on_incoming_call, prm)
+
+
+@dataclass
+class Leg:
+    """Everything the worker keeps for one leg until its DISCONNECTED callback."""
+
+    id: str
+    call: LegCall
+    incoming: bool
+    answered: bool = False
+    hangup_requested: bool = False
+    player: Player | None = None
+    recorder: pj.AudioMediaRecorder | None = None
+    record_file: str = ""
+    bridged: set[str] = field(default_factory=set)
+
+
+class Worker:
+    """The worker's state and main loop."""
+
+    def __init__(self, args: argparse.Namespace, sock: socket.socket):
+        self.args = args
+        self.sock = sock
+        self.worker_id: int = args.id
+        self.edge = args.edge
+        self.outbuf = bytearray()
+        self.inbuf = bytearray()
+        self.running = True
+        self.control_open = True
+        self.offthread: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.legs: dict[str, Leg] = {}
+        # Calls refused without a leg (wrong source, duplicate X-Leg): kept referenced
+        # until DISCONNECTED like any other, because an unreferenced call is torn down
+        # by the garbage collector under pjsua2's feet.
+        self.rejected: dict[int, LegCall] = {}
+        self.leg_counter = 0
+        self.ep = pj.Endpoint()
+        self.acc: WorkerAccount | None = None
+
+    # ----------------------------------------------------------------- setup
+    def start(self) -> None:
+        """Create the endpoint, transport and account exactly as the design demands."""
+        a = self.args
+        self.ep.libCreate()
+        cfg = pj.EpConfig()
+        cfg.uaConfig.threadCnt = 0
+        cfg.uaConfig.mainThreadOnly = True
+        cfg.uaConfig.maxCalls = MAX_LEGS
+        cfg.uaConfig.userAgent = f"softswitch-media-worker/{self.worker_id}"
+        cfg.logConfig.consoleLevel = 0
+        cfg.logConfig.msgLogging = 1 if a.log_file else 0
+        cfg.logConfig.level = a.log_level if a.log_file else 0
+        if a.log_file:
+            cfg.logConfig.filename = a.log_file
+        cfg.medConfig.sndAutoCloseTime = -1
+        cfg.medConfig.clockRate = 8000
+        cfg.medConfig.sndClockRate = 8000
+        cfg.medConfig.channelCount = 1
+        self.ep.libInit(cfg)
+        self.ep.audDevManager().setNullDev()
+
+        tcfg = pj.TransportConfig()
+        tcfg.port = a.sip_port
+        tcfg.boundAddress = "127.0.0.1"
+        tid = self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+        self.ep.libStart()
+
+        acfg = pj.AccountConfig()
+        acfg.idUri = f"sip:worker{self.worker_id}@127.0.0.1:{a.sip_port}"
+        acfg.sipConfig.proxies.append(f"sip:{self.edge};lr")
+        acfg.sipConfig.transportId = tid
+        acfg.regConfig.registerOnAdd = False
+        mt = acfg.mediaConfig.transportConfig
+        mt.port = a.rtp_port
+        # pjsua takes RTP from [port, port + portRange) and RTCP on RTP + 1.
+        mt.portRange = max(a.rtp_port_count - 1, 0)
+        mt.publicAddress = a.public_address
+        acfg.natConfig.sdpNatRewriteUse = 0
+        acfg.natConfig.contactRewriteUse = 0
+        acfg.natConfig.viaRewriteUse = 0
+        self.acc = WorkerAccount(self)
+        self.acc.create(acfg, True)
+
+    # ------------------------------------------------------------- protocol I/O
+    def send(self, obj: dict[str, Any]) -> None:
+        """Queue one event line; the main loop writes it without ever blocking."""
+        if not self.control_open:
+            return
+        self.outbuf += json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+        self.flush()
+
+    def flush(self) -> None:
+        """Write as much queued output as the socket takes right now."""
+        while self.outbuf and self.control_open:
+            try:
+                n = self.sock.send(self.outbuf)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.control_open = False
+                self.running = False
+                self.outbuf.clear()
+                return
+            del self.outbuf[:n]
+
+    def read_control(self) -> None:
+        """Read and execute every complete command line available."""
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                # EOF: the coordinator is gone; nobody will ever hang these legs up.
+                self.control_open = False
+                self.running = False
+                break
+            self.inbuf += data
+        while b"\n" in self.inbuf:
+            line, _, rest = bytes(self.inbuf).partition(b"\n")
+            self.inbuf = bytearray(rest)
+            if line.strip():
+                self.handle_line(line)
+
+    def handle_line(self, line: bytes) -> None:
+        """Parse and run one command, replying when it carries an ``id``."""
+        try:
+            msg = json.loads(line)
+            if not isinstance(msg, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            self.send({"event": "error", "message": f"bad command line: {exc}"})
+            return
+        cmd_id = msg.get("id")
+        handler = self.COMMANDS.get(str(msg.get("cmd")))
+        try:
+            if handler is None:
+                raise CommandError(f"unknown cmd {msg.get('cmd')!r}")
+            extra = handler(self, msg) or {}
+        except CommandError as exc:
+            self.reply_error(cmd_id, str(exc))
+            return
+        except Exception as exc:  # pjsua2 errors become replies
+            log.debug("command %r failed", msg, exc_info=True)
+            self.reply_error(cmd_id, pj_error_text(exc))
+            return
+        if cmd_id is not None:
+            self.send({"event": "reply", "id": cmd_id, "ok": True, **extra})
+
+    def reply_error(self, cmd_id: Any, text: str) -> None:
+        """Report a failed command (as an ``error`` event when it had no id)."""
+        if cmd_id is not None:
+            self.send({"event": "reply", "id": cmd_id, "ok": False, "error": text})
+        else:
+            self.send({"event": "error", "message": text})
+
+    def guard(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run a pjsua2 callback body; an exception escaping into C++ would abort."""
+        try:
+            fn(*args)
+        except Exception:
+            log.error("callback %s failed:\n%s", fn.__name__, traceback.format_exc())
+            self.send({"event": "error", "message": f"{fn.__name__}: internal error"})
+
+    # ------------------------------------------------------------ callbacks
+    def on_incoming_call(self, prm: pj.OnIncomingCallParam) -> None:
+        """Take an INVITE from the edge and announce it as a new leg."""
+        assert self.acc is not None
+        call = LegCall(self, self.acc, prm.callId)
+        src = str(prm.rdata.srcAddress)
+        start, headers = parse_sip_message(str(prm.rdata.wholeMsg))
+        if src != self.edge:
+            self.refuse(call, 403, f"Forbidden (only {self.edge})")
+            return
+        leg_id = header_value(headers, "X-Leg")
+        if not leg_id:
+            self.leg_counter += 1
+            leg_id = f"w{self.worker_id}-{self.leg_counter}"
+        if leg_id in self.legs:
+            self.send({"event": "error", "message": f"duplicate X-Leg {leg_id}"})
+            self.refuse(call, 500, "Duplicate X-Leg")
+            return
+        call.leg_id = leg_id
+        self.legs[leg_id] = Leg(id=leg_id, call=call, incoming=True)
+        parts = start.split(" ")
+        self.send(
+            {
+                "event": "incoming",
+                "leg": leg_id,
+                "sip_call_id": header_value(headers, "Call-ID"),
+                "from": header_value(headers, "From"),
+                "to": header_value(headers, "To"),
+                "request_uri": parts[1] if len(parts) > 1 else "",
+                "headers": {n: v for n, v in headers if n.lower().startswith("x-")},
+            }
+        )
+
+    def refuse(self, call: LegCall, code: int, reason: str) -> None:
+        """Answer an INVITE that gets no leg with a final error response."""
+        self.rejected[call.getId()] = call
+        prm = pj.CallOpParam()
+        prm.statusCode = code
+        prm.reason = reason
+        call.answer(prm)
+
+    def on_call_state(self, call: LegCall) -> None:
+        """Report state changes; on DISCONNECTED release everything of the leg."""
+        info = call.getInfo()
+        if call.leg_id is None or call.leg_id not in self.legs:
+            if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+                self.rejected.pop(info.id, None)
+            return
+        name = STATE_NAMES.get(info.state)
+        if name is None:
+            return
+        leg = self.legs[call.leg_id]
+        event: dict[str, Any] = {
+            "event": "state",
+            "leg": leg.id,
+            "state": name,
+            "code": int(info.lastStatusCode),
+            "reason": str(info.lastReason),
+        }
+        if name == "confirmed" and leg.incoming:
+            leg.answered = True
+        if name == "disconnected":
+            stats = stream_stats(call) or call.last_stats or dict(ZERO_STATS)
+            self.release_media(leg)
+            event["stats"] = stats
+            event["cause"] = "local" if leg.hangup_requested else "remote"
+            self.send(event)
+            # Dropping the last reference here is the one safe moment (pjsua2 does not
+            # touch the Call after this callback returns for DISCONNECTED).
+            del self.legs[leg.id]
+            return
+        self.send(event)
+
+    def on_call_media_state(self, call: LegCall) -> None:
+        """(Re)connect player, recorder and bridges once audio is active."""
+        if call.leg_id in self.legs:
+            self.apply_media(self.legs[call.leg_id])
+
+    def drain_offthread(self) -> None:
+        """Handle what media-thread callbacks queued (DTMF digits, players' EOF)."""
+        while True:
+            try:
+                item = self.offthread.get_nowait()
+            except queue.Empty:
+                return
+            kind = item[0]
+            if kind == "dtmf":
+                _, call, digit, method = item
+                if call.leg_id in self.legs and self.legs[call.leg_id].call is call:
+                    self.send(
+                        {
+                            "event": "dtmf",
+                            "leg": call.leg_id,
+                            "digit": digit,
+                            "method": DTMF_METHOD_NAMES.get(method, str(method)),
+                        }
+                    )
+            elif kind == "eof":
+                _, leg_id, player = item
+                leg = self.legs.get(leg_id)
+                if leg is not None and leg.player is player:
+                    leg.player = None  # destroys it: a finished player is useless
+                    self.send({"event": "playback_finished", "leg": leg_id, "file": player.path})
+
+    # ------------------------------------------------------------- media glue
+    def apply_media(self, leg: Leg) -> None:
+        """Connect what the leg should hear/record; idempotent, so safe to repeat."""
+        aud = audio_media(leg.call)
+        if aud is None:
+            return
+        if leg.player is not None:
+            leg.player.startTransmit(aud)
+        if leg.recorder is not None:
+            aud.startTransmit(leg.recorder)
+        for other_id in leg.bridged:
+            other = self.legs.get(other_id)
+            other_aud = audio_media(other.call) if other else None
+            if other_aud is not None:
+                aud.startTransmit(other_aud)
+                other_aud.startTransmit(aud)
+
+    def finish_recording(self, leg: Leg) -> None:
+        """Close the leg's recorder (which writes the WAV header) and report it."""
+        if leg.recorder is None:
+            return
+        aud = audio_media(leg.call)
+        if aud is not None:
+            try:
+                aud.stopTransmit(leg.recorder)
+            except Exception:  # already disconnected from the bridge
+                pass
+        leg.recorder = None  # the destructor queues the file's finalisation
+        path, leg.record_file = leg.record_file, ""
+        if not wait_file_closed(path):
+            log.warning("recording %s still open after stop", path)
+        self.send(
+            {"event": "recording_finished", "leg": leg.id, "file": path, "seconds": wav_seconds(path)}
+        )
+
+    def release_media(self, leg: Leg) -> None:
+        """Stop everything attached to a leg that is going away."""
+        leg.player = None
+        self.finish_recording(leg)
+        for other_id in leg.bridged:
+            other = self.legs.get(other_id)
+            if other is not None:
+                other.bridged.discard(leg.id)
+        leg.bridged.clear()
+
+    # --------------------------------------------------------------- commands
+    def get_leg(self, msg: dict[str, Any], key: str = "leg") -> Leg:
+        leg_id = msg.get(key)
+        leg = self.legs.get(str(leg_id)) if leg_id is not None else None
+        if leg is None:
+            raise CommandError(f"unknown leg {leg_id!r}")
+        return leg
+
+    def cmd_ring(self, msg: dict[str, Any]) -> None:
+        leg = self.get_leg(msg)
+        code = int(msg.get("code", 180))
+        if not leg.incoming or leg.answered or not 100 < code < 200:
+            raise CommandError("ring needs an unanswered incoming leg and a 1xx code")
+        prm = pj.CallOpParam()
+        prm.statusCode = code
+        leg.call.answer(prm)
+
+    def cmd_answer(self, msg: dict[str, Any]) -> None:
+        leg = self.get_leg(msg)
+        code = int(msg.get("code", 200))
+        if not leg.incoming or leg.answered:
+            raise CommandError("answer needs an unanswered incoming leg")
+        prm = pj.CallOpParam()
+        prm.statusCode = code
+        leg.call.answer(prm)
+        if code >= 200:
+            leg.answered = True
+            if code >= 300:
+                leg.hangup_requested = True
+
+    def cmd_hangup(self, msg: dict[str, Any]) -> None:
+        leg = self.get_leg(msg)
+        prm = pj.CallOpParam()
+        prm.statusCode = int(msg.get("code", 603))
+        if msg.get("reason"):
+            prm.reason = str(msg["reason"])
+        leg.hangup_requested = True
+        stats = stream_stats(leg.call)
+        if stats is not None:
+            leg.call.last_stats = stats
+        # For an unanswered incoming leg pjsua sends the final `statusCode`; for an
+        # unanswered outgoing one a CANCEL; otherwise a BYE.
+        leg.call.hangup(prm)
+
+    def cmd_play(self, msg: dict[str, Any]) -> None:
+        leg = self.get_leg(msg)
+        path = str(msg.get("file", ""))
+        if not os.path.isfile(path):
+            raise CommandError(f"no such file {path!r}")
+        loop = bool(msg.get("loop", False))
+        player = Player(self.offthread, leg.id, path)
+        player.loop = loop
+        player.createPlayer(path, 0 if loop else pj.PJMEDIA_FILE_NO_LOOP)
+        leg.player = player  # replaces (and so destroys) any previous player
+        self.apply_media(leg)
+
+    def cmd_stop(self, msg: dict[str, Any]) -> None:
+        self.get_leg(msg).player = None
+
+    def cmd_record(self, msg: dict[str, Any]) -> None:
+        leg = self.get_leg(msg)
+        path = str(msg.get("file", ""))
+        if not path.lower().endswith(".wav"):
+            raise CommandError("record file must end in .wav")
+        self.finish_recording(leg)
+        rec = pj.AudioMediaRecorder()
+        rec.createRecorder(path)
+        leg.recorder = rec
+        leg.record_file = path
+        self.apply_media(leg)
+
+    def cmd_stop_record(self, msg: dict[str, Any]) -> None:
+        leg = self.get_leg(msg)
+        if leg.recorder is None:
+            raise CommandError("leg is not recording")
+        self.finish_recording(leg)
+
+    def cmd_bridge(self, msg: dict[str, Any]) -> None:
+        a, b = self.get_leg(msg, "a"), self.get_leg(msg, "b")
+        if a is b:
+            raise CommandError("cannot bridge a leg to itself")
+        a.bridged.add(b.id)
+        b.bridged.add(a.id)
+        self.apply_media(a)
+
+    def cmd_unbridge(self, msg: dict[str, Any]) -> None:
+        a, b = self.get_leg(msg, "a"), self.get_leg(msg, "b")
+        a.bridged.discard(b.id)
+        b.bridged.discard(a.id)
+        a_aud, b_aud = audio_media(a.call), audio_media(b.call)
+        if a_aud is not None and b_aud is not None:
+            a_aud.stopTransmit(b_aud)
+            b_aud.stopTransmit(a_aud)
+
+    def cmd_originate(self, msg: dict[str, Any]) -> None:
+        assert self.acc is not None
+        leg_id = str(msg.get("leg") or "")
+        uri = str(msg.get("uri") or "")
+        if not leg_id or leg_id in self.legs:
+            raise CommandError(f"leg id {leg_id!r} missing or in use")
+        if len(self.legs) + len(self.rejected) >= MAX_LEGS:
+            raise CommandError("no free call slot")
+        call = LegCall(self, self.acc)
+        call.leg_id = leg_id
+        prm = pj.CallOpParam(True)
+        for name, value in (msg.get("headers") or {}).items():
+            h = pj.SipHeader()
+            h.hName = str(name)
+            h.hValue = str(value)
+            prm.txOption.headers.append(h)
+        # Registered before makeCall: its CALLING callback may run inside makeCall.
+        self.legs[leg_id] = Leg(id=leg_id, call=call, incoming=False)
+        try:
+            call.makeCall(uri, prm)
+        except Exception:
+            self.legs.pop(leg_id, None)
+            raise
+
+    def cmd_dtmf(self, msg: dict[str, Any]) -> None:
+        leg = self.get_leg(msg)
+        method = str(msg.get("method", "rfc2833"))
+        if method not in DTMF_METHODS:
+            raise CommandError(f"unknown dtmf method {method!r}")
+        prm = pj.CallSendDtmfParam()
+        prm.digits = str(msg.get("digits", ""))
+        prm.method = DTMF_METHODS[method]
+        leg.call.sendDtmf(prm)
+
+    def cmd_stats(self, msg: dict[str, Any]) -> dict[str, Any]:
+        leg = self.get_leg(msg)
+        return {"stats": stream_stats(leg.call) or leg.call.last_stats or dict(ZERO_STATS)}
+
+    def cmd_shutdown(self, msg: dict[str, Any]) -> None:
+        self.running = False
+
+    COMMANDS: dict[str, Callable[[Worker, dict[str, Any]], dict[str, Any] | None]] = {
+        "ring": cmd_ring,
+        "answer": cmd_answer,
+        "hangup": cmd_hangup,
+        "play": cmd_play,
+        "stop": cmd_stop,
+        "record": cmd_record,
+        "stop_record": cmd_stop_record,
+        "bridge": cmd_bridge,
+        "unbridge": cmd_unbridge,
+        "originate": cmd_originate,
+        "dtmf": cmd_dtmf,
+        "stats": cmd_stats,
+        "shutdown": cmd_shutdown,
+    }
+
+    # -------------------------------------------------------------- main loop
+    def run(self) -> None:
+        """Poll pjsua2 and the control socket in this one thread until told to stop."""
+        self.send(
+            {
+                "event": "hello",
+                "worker": self.worker_id,
+                "sip_port": self.args.sip_port,
+                "max_legs": MAX_LEGS,
+            }
+        )
+        while self.running:
+            self.ep.libHandleEvents(POLL_MS)
+            self.drain_offthread()
+            wlist = [self.sock] if self.outbuf and self.control_open else []
+            try:
+                r, w, _ = select.select([self.sock], wlist, [], POLL_MS / 1000.0)
+            except InterruptedError:
+                continue
+            if w:
+                self.flush()
+            if r:
+                self.read_control()
+
+    def stop(self) -> None:
+        """Hang up every leg, let the BYEs/CANCELs go out, then destroy the library."""
+        if self.legs or self.rejected:
+            for leg in self.legs.values():
+                leg.hangup_requested = True
+            try:
+                self.ep.hangupAllCalls()
+            except Exception:
+                log.debug("hangupAllCalls failed", exc_info=True)
+            deadline = time.monotonic() + 2.0
+            while (self.legs or self.rejected) and time.monotonic() < deadline:
+                self.ep.libHandleEvents(10)
+                self.drain_offthread()
+        # Let final responses/ACKs and BYE retransmissions settle briefly.
+        end = time.monotonic() + 0.1
+        while time.monotonic() < end:
+            self.ep.libHandleEvents(10)
+        for leg in self.legs.values():
+            self.release_media(leg)
+        self.legs.clear()
+        self.rejected.clear()
+        if self.control_open and self.outbuf:
+            try:
+                self.sock.setblocking(True)
+                self.sock.settimeout(1.0)
+                self.sock.sendall(self.outbuf)
+            except OSError:
+                pass
+        if self.acc is not None:
+            self.acc.shutdown()
+            self.acc = None
+        self.ep.libDestroy()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m softswitch.media.worker")
+    p.add_argument("--control-fd", type=int, required=True)
+    p.add_argument("--id", type=int, required=True)
+    p.add_argument("--sip-port", type=int, required=True)
+    p.add_argument("--rtp-port", type=int, required=True)
+    p.add_argument("--rtp-port-count", type=int, required=True)
+    p.add_argument("--edge", required=True, help="127.0.0.1:PORT of the coordinator's edge")
+    p.add_argument("--public-address", required=True)
+    p.add_argument("--log-file")
+    p.add_argument("--log-level", type=int, default=3)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: the exit code is 0 after a clean shutdown or control EOF."""
+    args = parse_args(argv)
+    # stdout belongs to nobody: send fd 1 to /dev/null so no library banner or stray
+    # print can ever interleave with anything the parent reads.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    logging.basicConfig(
+        filename=args.log_file,
+        level=logging.DEBUG if args.log_level >= 5 else logging.INFO,
+        format=f"%(asctime)s worker{args.id} %(levelname)s %(message)s",
+    )
+    sock = socket.socket(fileno=args.control_fd)
+    sock.setblocking(False)
+    worker = Worker(args, sock)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        worker.running = False
+
+    signal.signal(signal.SIGTERM, on_signal)
+    # Ctrl-C in a terminal reaches the whole process group; the coordinator decides.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        worker.start()
+    except Exception as exc:
+        worker.send({"event": "error", "message": f"start failed: {pj_error_text(exc)}"})
+        sys.stderr.write(f"media worker {args.id}: start failed: {pj_error_text(exc)}\n")
+        return 1
+    try:
+        worker.run()
+    finally:
+        worker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stderr.flush()
+    # Skip interpreter teardown: pjsua2's SWIG objects must not be finalised after
+    # libDestroy(), and there is nothing left to clean up.
+    os._exit(code)

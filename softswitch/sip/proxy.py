@@ -1,0 +1,819 @@
+"""The proxy core of the SIP edge (RFC 3261 §16, with §17 transactions for INVITE).
+
+What it does, by where a request comes from:
+- outside (phones, trunks): REGISTER goes to the registrar, OPTIONS is answered, an
+  out-of-dialog INVITE is authenticated and handed to the worker the router picks, an
+  in-dialog request (its Route names us) is forwarded to the worker its request URI names.
+- inside (media workers on 127.0.0.1): an out-of-dialog INVITE is forked to every
+  contact the router returns (parallel, per-branch ring timeout, losers cancelled); an
+  in-dialog request goes to the phone named by the flow token in our Record-Route.
+- responses: our Via is popped and the response goes to the next Via (received/rport).
+
+INVITEs are transaction-stateful (forking, CANCEL, 100 Trying, hop-by-hop ACK of failures,
+best-response choice, timers); everything else is forwarded statelessly with a branch
+derived from the incoming one, so retransmissions get the same branch (§16.11).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sipmessage import URI, Address, Message, Request, Response, Via
+
+from softswitch.sip.message import Peer, apply_received, make_response, new_tag
+from softswitch.sip.routing import (
+    BranchRecord,
+    Fork,
+    ForkOutcome,
+    Reject,
+    Router,
+    Target,
+    ToWorker,
+)
+from softswitch.sip.transport import Listener, Transports
+
+log = logging.getLogger(__name__)
+
+T1 = 0.5  # RFC 3261 timer T1 (seconds)
+TIMER_B = 64 * T1  # INVITE client transaction timeout
+TXN_LINGER = 32.0  # keep a finished INVITE transaction this long (absorb ACK, retransmits)
+MAX_HEADERS = 100
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY, MESSAGE"
+# Headers only the edge may set: stripped from anything arriving from outside.
+INTERNAL_PREFIX = "x-"
+
+
+def hostport(host: str, port: int) -> str:
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+def unbracket(host: str) -> str:
+    return host[1:-1] if host.startswith("[") else host
+
+
+@dataclass
+class Branch:
+    """One client INVITE transaction of a fork (one phone or one worker)."""
+
+    branch: str
+    request: Request  # as sent, for CANCEL/ACK construction
+    dest: Peer
+    record: BranchRecord
+    state: str = "calling"  # calling / proceeding / completed / terminated
+    timer_a: asyncio.TimerHandle | None = None
+    timer_b: asyncio.TimerHandle | None = None
+    timer_c: asyncio.TimerHandle | None = None
+    cancelled: bool = False
+    timed_out: bool = False
+    final: Response | None = None
+
+
+@dataclass
+class InviteTxn:
+    """The server side of a stateful INVITE plus its client branches."""
+
+    key: str
+    request: Request  # as received (Via with received/rport applied)
+    source: Peer
+    branches: list[Branch] = field(default_factory=list)
+    last_response: bytes | None = None
+    final_code: int | None = None
+    answered: bool = False
+    cancelled: bool = False
+    context: object = None
+    kind: str = "inbound"  # inbound (to a worker) or fork (to phones)
+    linger: asyncio.TimerHandle | None = None
+    adding: bool = False  # branches are being started: do not finish yet
+
+
+class Edge:
+    """Routes every SIP message that reaches the switch. One instance per switch."""
+
+    def __init__(
+        self,
+        transports: Transports,
+        router: Router,
+        registrar: object,
+        *,
+        secret: bytes,
+        public_host: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.transports = transports
+        self.router = router
+        self.registrar = registrar
+        self.secret = secret
+        self.public_host = public_host
+        self.clock = clock
+        self.txns: dict[str, InviteTxn] = {}
+        self.client_branches: dict[str, tuple[InviteTxn, Branch]] = {}
+        self.stats = {"requests": 0, "responses": 0, "malformed": 0}
+
+    # ----------------------------------------------------------------- entry point
+    def handle(self, data: bytes, peer: Peer) -> None:
+        try:
+            msg = Message.parse(data)
+            if isinstance(msg, Request):
+                msg.via  # noqa: B018 - parse them now: a bad Via is a malformed message
+                msg.cseq  # noqa: B018
+                msg.call_id  # noqa: B018
+            if len(msg.headers.keys()) > MAX_HEADERS:
+                raise ValueError("too many headers")
+        except Exception as exc:
+            self.stats["malformed"] += 1
+            self._answer_malformed(data, peer, exc)
+            return
+        if isinstance(msg, Response):
+            self.stats["responses"] += 1
+            self._on_response(msg, peer)
+        else:
+            self.stats["requests"] += 1
+            apply_received(msg, peer)
+            inside = peer.side == "inside" and self.router.is_worker(peer.host, peer.port)
+            if peer.side == "inside" and not inside:
+                log.warning("inside socket: request from non-worker %s dropped", peer)
+                return
+            if inside:
+                self._on_inside_request(msg, peer)
+            else:
+                self._on_outside_request(msg, peer)
+
+    def _answer_malformed(self, data: bytes, peer: Peer, exc: Exception) -> None:
+        """Best effort 400 when the request carries enough to address a response."""
+        log.info("malformed message from %s: %s", peer, exc)
+        try:
+            head = data.split(b"\r\n\r\n", 1)[0].decode("utf8", "replace").split("\r\n")
+            if head[0].startswith("SIP/2.0") or head[0].startswith("ACK "):
+                return
+            wanted = {"via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"}
+            lines = []
+            for line in head[1:]:
+                name = line.split(":", 1)[0].strip().lower()
+                if name in wanted:
+                    lines.append(line)
+            raw = ("OPTIONS sip:x SIP/2.0\r\n" + "\r\n".join(lines) + "\r\n\r\n").encode()
+            req = Message.parse(raw)
+            assert isinstance(req, Request)
+            if not req.via or not req.headers.get("CSeq") or not req.headers.get("Call-ID"):
+                return
+            apply_received(req, peer)
+            resp = make_response(req, 400, f"Bad Request ({str(exc)[:60]})")
+            self._send_response(resp, peer)
+        except Exception:
+            return  # not even enough to answer: dropped
+
+    # ----------------------------------------------------------------- helpers
+    def _listener(self, side: str, transport: str, host: str) -> Listener:
+        listener = self.transports.listener_for(side, transport, ":" in host)
+        if listener is None:
+            listener = self.transports.listener_for(side, "udp", ":" in host)
+        if listener is None:
+            raise RuntimeError(f"no {side} {transport} listener")
+        return listener
+
+    def _sent_by(self, listener: Listener) -> str:
+        host = listener.host
+        if host in ("0.0.0.0", "::"):
+            host = self.public_host
+        return hostport(host, listener.port)
+
+    def _via_for(self, dest: Peer, branch: str) -> str:
+        side = dest.side or "outside"
+        listener = self._listener(side, dest.transport, dest.host)
+        transport = listener.transport.upper()
+        return f"SIP/2.0/{transport} {self._sent_by(listener)};branch={branch};rport"
+
+    def _branch(self, *parts: str) -> str:
+        digest = hmac.new(self.secret, "|".join(parts).encode(), hashlib.sha256)
+        return "z9hG4bK" + digest.hexdigest()[:24]
+
+    def flow_token(self, peer: Peer) -> str:
+        raw = f"{peer.transport}|{peer.host}|{peer.port}".encode()
+        sig = hmac.new(self.secret, raw, hashlib.sha256).hexdigest()[:12]
+        return raw.hex() + "-" + sig
+
+    def parse_flow_token(self, token: str) -> Peer | None:
+        try:
+            raw_hex, sig = token.split("-", 1)
+            raw = bytes.fromhex(raw_hex)
+        except ValueError:
+            return None
+        good = hmac.new(self.secret, raw, hashlib.sha256).hexdigest()[:12]
+        if not hmac.compare_digest(good, sig):
+            return None
+        transport, host, port = raw.decode().split("|")
+        return Peer(transport, host, int(port), None, "outside")
+
+    def _record_route(self, side: str, transport: str, host: str, flow: Peer | None) -> str:
+        listener = self._listener(side, transport, host)
+        params = ";lr"
+        if listener.transport == "tcp":
+            params += ";transport=tcp"
+        params += ";ss=" + ("o" if side == "outside" else "i")
+        if flow is not None:
+            params += ";ft=" + self.flow_token(flow)
+        return f"<sip:{self._sent_by(listener)}{params}>"
+
+    def _is_ours(self, uri: URI) -> bool:
+        if "ss" in uri.parameters:
+            return True
+        host = unbracket(uri.host)
+        port = uri.port or 5060
+        for listener in self.transports.listeners:
+            if listener.port == port and (
+                listener.host == host
+                or (listener.host in ("0.0.0.0", "::") and host == self.public_host)
+            ):
+                return True
+        return False
+
+    def _pop_our_routes(self, request: Request) -> tuple[bool, Peer | None]:
+        """Remove leading Route entries that name us. Returns (any popped, flow)."""
+        routes = request.route
+        popped = False
+        flow: Peer | None = None
+        while routes and self._is_ours(routes[0].uri):
+            entry = routes.pop(0)
+            popped = True
+            token = entry.uri.parameters.get("ft")
+            if token:
+                flow = self.parse_flow_token(token) or flow
+        if popped:
+            if routes:
+                request.headers.setlist("Route", [str(r) for r in routes])
+            else:
+                request.headers.remove("Route")
+        return popped, flow
+
+    def _decrement_max_forwards(self, request: Request, source: Peer) -> bool:
+        mf = request.max_forwards
+        if mf is None:
+            mf = 70
+        if mf <= 0:
+            if request.method != "ACK":
+                self._respond(request, source, 483)
+            return False
+        request.max_forwards = mf - 1
+        return True
+
+    def _respond(self, request: Request, source: Peer, code: int, reason: str | None = None,
+                 headers: list[tuple[str, str]] | None = None) -> bytes:
+        resp = make_response(request, code, reason, headers=headers)
+        return self._send_response(resp, source)
+
+    def _send_response(self, resp: Response, dest: Peer) -> bytes:
+        data = bytes(resp)
+        self.transports.send(data, dest)
+        return data
+
+    def _strip_internal(self, request: Request) -> None:
+        for key in list(request.headers.keys()):
+            if key.lower().startswith(INTERNAL_PREFIX):
+                request.headers.remove(key)
+
+    def _forward(self, request: Request, dest: Peer, branch: str) -> None:
+        request.headers.setlist("Via", [self._via_for(dest, branch)]
+                                + request.headers.getlist("Via"))
+        self.transports.send(bytes(request), dest)
+
+    # ----------------------------------------------------------------- outside requests
+    def _on_outside_request(self, request: Request, source: Peer) -> None:
+        self._strip_internal(request)
+        method = request.method
+        if method == "ACK":
+            self._on_ack(request, source, inside=False)
+            return
+        if method == "CANCEL":
+            self._on_cancel(request, source)
+            return
+        self._pop_our_routes(request)  # a pre-loaded route to us (outbound proxy) too
+        if request.route:
+            # Loose routing on to someone else: the edge is not an open relay.
+            self._respond(request, source, 403, "Forbidden (no relaying)")
+            return
+        if self._to_tag(request):
+            # In dialog: to the worker its request URI names (checked there).
+            self._forward_in_dialog_to_worker(request, source)
+            return
+        if method == "REGISTER":
+            resp = self.registrar.handle(request, source, self.clock())  # type: ignore[attr-defined]
+            self._send_response(resp, source)
+        elif method == "OPTIONS":
+            self._respond(request, source, 200, headers=[("Allow", ALLOW),
+                                                         ("Accept", "application/sdp")])
+        elif method == "INVITE":
+            self._on_outside_invite(request, source)
+        elif method in ("SUBSCRIBE", "PUBLISH"):
+            self._respond(request, source, 489, "Bad Event")
+        elif method in ("BYE", "INFO", "UPDATE", "PRACK", "NOTIFY", "REFER", "MESSAGE"):
+            self._respond(request, source, 481)
+        else:
+            self._respond(request, source, 501, headers=[("Allow", ALLOW)])
+
+    @staticmethod
+    def _to_tag(request: Request) -> str | None:
+        try:
+            return request.to_address.parameters.get("tag")
+        except Exception:
+            return None
+
+    def _forward_in_dialog_to_worker(self, request: Request, source: Peer) -> None:
+        """A phone's in-dialog request: only ever to one of our workers."""
+        uri = request.uri
+        host = unbracket(uri.host)
+        port = uri.port or 5060
+        if not self.router.is_worker(host, port):
+            if request.method != "ACK":
+                self._respond(request, source, 403, "Forbidden (not a dialog of this switch)")
+            return
+        if not self._decrement_max_forwards(request, source):
+            return
+        branch = self._branch("fwd", request.via[0].parameters.get("branch", ""),
+                              request.method, str(source))
+        self._forward(request, Peer("udp", host, port, None, "inside"), branch)
+
+    def _on_outside_invite(self, request: Request, source: Peer) -> None:
+        key = self._txn_key(request)
+        txn = self.txns.get(key)
+        if txn is not None:  # retransmission
+            if txn.last_response is not None:
+                self.transports.send(txn.last_response, source)
+            return
+        auth = self.registrar.authenticate_request(request, source, self.clock())  # type: ignore[attr-defined]
+        caller, challenge = auth
+        if caller is None:
+            if challenge is not None:
+                self._send_response(challenge, source)
+            return
+        if not self._decrement_max_forwards(request, source):
+            return
+        decision = self.router.route_inbound(request, caller, source, self.clock())
+        if isinstance(decision, Reject):
+            self._respond(request, source, decision.code, decision.reason)
+            return
+        txn = InviteTxn(key=key, request=request, source=source,
+                        context=decision.context, kind="inbound")
+        self.txns[key] = txn
+        trying = make_response(request, 100)
+        txn.last_response = self._send_response(trying, source)
+
+        fwd = self._copy(request)
+        fwd.headers.remove("Proxy-Authorization")
+        worker = decision.worker
+        fwd.uri = URI(scheme="sip", host=worker.host, port=worker.port,
+                      user=request.uri.user)
+        for key_, value in decision.headers:
+            fwd.headers.add(key_, value)
+        # RFC 5658 double Record-Route: the top entry faces the worker, the second the
+        # phone (with its flow token, so requests toward it use its address/connection).
+        rr_inside = self._record_route("inside", "udp", worker.host, None)
+        rr_outside = self._record_route("outside", source.transport, source.host, source)
+        fwd.headers.setlist("Record-Route",
+                            [rr_inside, rr_outside] + fwd.headers.getlist("Record-Route"))
+        branch = self._branch("inv", key, worker.host, str(worker.port))
+        self._start_branch(txn, fwd, worker, branch, BranchRecord(
+            label="worker", contact=str(fwd.uri), started=self.clock()), ring_timeout=None)
+
+    # ----------------------------------------------------------------- inside requests
+    def _on_inside_request(self, request: Request, source: Peer) -> None:
+        method = request.method
+        if method == "ACK":
+            self._on_ack(request, source, inside=True)
+            return
+        if method == "CANCEL":
+            self._on_cancel(request, source)
+            return
+        popped, flow = self._pop_our_routes(request)
+        if self._to_tag(request) or request.route:
+            # In dialog: toward the phone whose flow our Record-Route carries.
+            self._forward_in_dialog_to_phone(request, source, flow)
+            return
+        if method == "INVITE":
+            self._on_inside_invite(request, source)
+        elif method == "OPTIONS":
+            self._respond(request, source, 200, headers=[("Allow", ALLOW)])
+        else:
+            self._respond(request, source, 403, "Forbidden (out-of-dialog from worker)")
+
+    def _forward_in_dialog_to_phone(self, request: Request, source: Peer,
+                                    flow: Peer | None) -> None:
+        if flow is None:
+            if request.method != "ACK":
+                self._respond(request, source, 403, "Forbidden (no flow)")
+            return
+        if not self._decrement_max_forwards(request, source):
+            return
+        self._strip_internal(request)
+        branch = self._branch("fwd", request.via[0].parameters.get("branch", ""),
+                              request.method, str(source))
+        self._forward(request, flow, branch)
+
+    def _on_inside_invite(self, request: Request, source: Peer) -> None:
+        key = self._txn_key(request)
+        txn = self.txns.get(key)
+        if txn is not None:
+            if txn.last_response is not None:
+                self.transports.send(txn.last_response, source)
+            return
+        if not self._decrement_max_forwards(request, source):
+            return
+        decision = self.router.route_outbound(request, source, self.clock())
+        if isinstance(decision, Reject):
+            self._respond(request, source, decision.code, decision.reason)
+            return
+        txn = InviteTxn(key=key, request=request, source=source,
+                        context=decision.context, kind="fork")
+        self.txns[key] = txn
+        txn.last_response = self._send_response(make_response(request, 100), source)
+        self._add_fork_targets(txn, decision)
+
+    def _add_fork_targets(self, txn: InviteTxn, fork: Fork) -> None:
+        """Start one branch per target. Also the way to add late branches (the ACD's
+        "ring operators as they become free") to a fork that is still ringing."""
+        txn.adding = True
+        try:
+            for target in fork.targets:
+                self.add_branch(txn, target, fork.ring_timeout, fork.from_header)
+        finally:
+            txn.adding = False
+        self._maybe_finish(txn)
+
+    def add_branch(self, txn: InviteTxn, target: Target, ring_timeout: float | None,
+                   from_header: str | None = None) -> Branch | None:
+        if txn.final_code is not None or txn.answered or txn.cancelled:
+            return None
+        fwd = self._copy(txn.request)
+        self._strip_internal(fwd)
+        fwd.uri = URI.parse(target.contact)
+        if from_header:
+            tag = txn.request.from_address.parameters.get("tag")
+            new_from = Address.parse(from_header)
+            new_from = dataclasses.replace(
+                new_from, parameters=new_from.parameters.replace(tag=tag))
+            fwd.headers.set("From", str(new_from))
+        rr_outside = self._record_route("outside", target.dest.transport, target.dest.host,
+                                        target.dest)
+        rr_inside = self._record_route("inside", "udp", txn.source.host, None)
+        fwd.headers.setlist("Record-Route",
+                            [rr_outside, rr_inside] + fwd.headers.getlist("Record-Route"))
+        branch = self._branch("inv", txn.key, target.contact, str(target.dest),
+                              str(len(txn.branches)))
+        record = BranchRecord(label=target.label, contact=target.contact,
+                              started=self.clock())
+        return self._start_branch(txn, fwd, target.dest, branch, record, ring_timeout)
+
+    # ----------------------------------------------------------------- INVITE client side
+    def _start_branch(self, txn: InviteTxn, fwd: Request, dest: Peer, branch: str,
+                      record: BranchRecord, ring_timeout: float | None) -> Branch:
+        fwd.headers.setlist("Via", [self._via_for(dest, branch)] + fwd.headers.getlist("Via"))
+        b = Branch(branch=branch, request=fwd, dest=dest, record=record)
+        txn.branches.append(b)
+        self.client_branches[branch] = (txn, b)
+        data = bytes(fwd)
+        if not self.transports.send(data, dest):
+            self._branch_failed(txn, b, 503)
+            return b
+        loop = asyncio.get_running_loop()
+        if dest.transport == "udp":
+            b.timer_a = loop.call_later(T1, self._retransmit, txn, b, data, T1)
+        b.timer_b = loop.call_later(TIMER_B, self._branch_timeout_b, txn, b)
+        if ring_timeout is not None:
+            b.timer_c = loop.call_later(ring_timeout, self._branch_ring_timeout, txn, b)
+        return b
+
+    def _retransmit(self, txn: InviteTxn, b: Branch, data: bytes, interval: float) -> None:
+        if b.state != "calling":
+            return
+        self.transports.send(data, b.dest)
+        interval *= 2
+        b.timer_a = asyncio.get_running_loop().call_later(
+            interval, self._retransmit, txn, b, data, interval)
+
+    def _branch_timeout_b(self, txn: InviteTxn, b: Branch) -> None:
+        if b.state in ("calling",) or (b.state == "proceeding" and b.cancelled):
+            self._branch_failed(txn, b, 408)
+
+    def _branch_ring_timeout(self, txn: InviteTxn, b: Branch) -> None:
+        if b.state in ("calling", "proceeding"):
+            b.timed_out = True
+            self._cancel_branch(b)
+
+    def cancel_branch_for(self, txn: InviteTxn, label: str) -> None:
+        for b in txn.branches:
+            if b.record.label == label and b.state in ("calling", "proceeding"):
+                self._cancel_branch(b)
+
+    def _cancel_branch(self, b: Branch) -> None:
+        if b.cancelled or b.state not in ("calling", "proceeding"):
+            return
+        b.cancelled = True
+        req = b.request
+        cancel = Request("CANCEL", req.uri)
+        cancel.headers.add("Via", req.headers.getlist("Via")[0])
+        for key in ("Route", "From", "To", "Call-ID"):
+            for value in req.headers.getlist(key):
+                cancel.headers.add(key, value)
+        cancel.headers.add("CSeq", f"{req.cseq.sequence} CANCEL")
+        cancel.headers.add("Max-Forwards", "70")
+        cancel.headers.add("Content-Length", "0")
+        self.transports.send(bytes(cancel), b.dest)
+        # If the phone never answers the CANCEL or the INVITE, give up after Timer B.
+        if b.timer_b is not None:
+            b.timer_b.cancel()
+        b.timer_b = asyncio.get_running_loop().call_later(
+            TIMER_B, self._branch_failed_if_open, b)
+
+    def _branch_failed_if_open(self, b: Branch) -> None:
+        entry = self.client_branches.get(b.branch)
+        if entry is not None and b.state in ("calling", "proceeding"):
+            self._branch_failed(entry[0], b, 408)
+
+    def _branch_failed(self, txn: InviteTxn, b: Branch, code: int) -> None:
+        resp = make_response(b.request, code)
+        self._on_branch_final(txn, b, resp, synthetic=True)
+
+    def _stop_timers(self, b: Branch) -> None:
+        for timer in (b.timer_a, b.timer_b, b.timer_c):
+            if timer is not None:
+                timer.cancel()
+        b.timer_a = b.timer_b = b.timer_c = None
+
+    def _on_response(self, resp: Response, source: Peer) -> None:
+        vias = resp.via
+        if not vias:
+            return
+        branch = vias[0].parameters.get("branch", "")
+        if resp.cseq.method == "INVITE":
+            entry = self.client_branches.get(branch)
+            if entry is not None:
+                txn, b = entry
+                self._on_branch_response(txn, b, resp)
+                return
+        if resp.cseq.method == "CANCEL" and branch in self.client_branches:
+            return  # the 200 to our own CANCEL
+        # Stateless: our Via must be on top; send to the next one.
+        if not self._via_is_ours(vias[0]):
+            log.debug("response with a foreign top Via from %s dropped", source)
+            return
+        self._relay_response(resp, vias)
+
+    def _via_is_ours(self, via: Via) -> bool:
+        branch = via.parameters.get("branch", "")
+        return branch.startswith("z9hG4bK") and len(branch) == 31 and self._is_ours(
+            URI(scheme="sip", host=via.host, port=via.port or 5060))
+
+    def _relay_response(self, resp: Response, vias: list[Via]) -> None:
+        if len(vias) < 2:
+            return
+        rest = vias[1:]
+        resp.headers.setlist("Via", [str(v) for v in rest])
+        dest = self._via_destination(rest[0])
+        if dest.side == "outside":
+            self._strip_internal_response(resp)
+        self.transports.send(bytes(resp), dest)
+
+    @staticmethod
+    def _strip_internal_response(resp: Response) -> None:
+        for key in list(resp.headers.keys()):
+            if key.lower().startswith(INTERNAL_PREFIX):
+                resp.headers.remove(key)
+
+    def _via_destination(self, via: Via) -> Peer:
+        host = via.parameters.get("received") or unbracket(via.host)
+        rport = via.parameters.get("rport")
+        port = int(rport) if rport else (via.port or 5060)
+        transport = via.transport.lower()
+        side = "inside" if (transport == "udp" and self.router.is_worker(host, port)) \
+            else "outside"
+        return Peer(transport, host, port, None, side)
+
+    def _on_branch_response(self, txn: InviteTxn, b: Branch, resp: Response) -> None:
+        code = resp.code
+        if code < 200:
+            if b.state == "calling":
+                b.state = "proceeding"
+                if b.timer_a is not None:
+                    b.timer_a.cancel()
+                    b.timer_a = None
+                if b.cancelled:  # CANCEL was sent before any provisional: send again
+                    b.cancelled = False
+                    self._cancel_branch(b)
+            if code == 100 or txn.final_code is not None:
+                return
+            relayed = self._upstream(resp)
+            if relayed is not None:
+                txn.last_response = relayed
+            return
+        if 200 <= code < 300:
+            # Every 2xx goes upstream, even a late one from a second branch; the UAC
+            # ACKs it (and BYEs the extra dialog). §16.7 step 5.
+            first = not txn.answered
+            b.state = "terminated"
+            self._stop_timers(b)
+            if b.record.ended is None:
+                b.record.ended = self.clock()
+                b.record.code = code
+                b.record.result = "answered"
+            txn.answered = True
+            txn.final_code = code
+            self._upstream(resp)
+            if first:
+                asyncio.get_running_loop().call_later(
+                    TXN_LINGER, self.client_branches.pop, b.branch, None)
+            if first:
+                for other in txn.branches:
+                    if other is not b:
+                        self._cancel_branch(other)
+                self._maybe_finish(txn, force=True)
+            return
+        # 3xx-6xx
+        if b.state in ("completed", "terminated"):
+            self._send_ack(b, resp)  # retransmitted final: ACK again
+            return
+        self._send_ack(b, resp)
+        self._on_branch_final(txn, b, resp, synthetic=False)
+
+    def _on_branch_final(self, txn: InviteTxn, b: Branch, resp: Response,
+                         synthetic: bool) -> None:
+        if b.state in ("completed", "terminated"):
+            return
+        b.state = "completed"
+        b.final = resp
+        self._stop_timers(b)
+        code = resp.code
+        b.record.ended = self.clock()
+        b.record.code = code
+        if b.timed_out:
+            b.record.result = "no-answer"
+        elif code == 487 or (b.cancelled and code == 408):
+            b.record.result = "cancelled"
+        elif code in (486, 600):
+            b.record.result = "busy"
+        elif code in (603, 403):
+            b.record.result = "rejected"
+        elif code == 408 and synthetic:
+            b.record.result = "failed"
+        else:
+            b.record.result = "failed" if code >= 500 else "rejected"
+        loop = asyncio.get_running_loop()
+        loop.call_later(TXN_LINGER, self.client_branches.pop, b.branch, None)
+        if code >= 600 and not txn.answered:
+            for other in txn.branches:
+                if other is not b:
+                    self._cancel_branch(other)
+        self._maybe_finish(txn)
+
+    def _send_ack(self, b: Branch, resp: Response) -> None:
+        """Hop-by-hop ACK for a non-2xx final response (§17.1.1.3)."""
+        req = b.request
+        ack = Request("ACK", req.uri)
+        ack.headers.add("Via", req.headers.getlist("Via")[0])
+        for key in ("Route", "From", "Call-ID"):
+            for value in req.headers.getlist(key):
+                ack.headers.add(key, value)
+        ack.headers.add("To", resp.headers.get("To") or req.headers.get("To") or "")
+        ack.headers.add("CSeq", f"{req.cseq.sequence} ACK")
+        ack.headers.add("Max-Forwards", "70")
+        ack.headers.add("Content-Length", "0")
+        self.transports.send(bytes(ack), b.dest)
+
+    def _maybe_finish(self, txn: InviteTxn, force: bool = False) -> None:
+        open_branches = [b for b in txn.branches if b.state in ("calling", "proceeding")]
+        if (open_branches or txn.adding) and not force:
+            return
+        if txn.linger is not None:
+            return  # already finished
+        now = self.clock()
+        if not txn.answered:
+            best = self._best_response(txn)
+            txn.final_code = best.code
+            relayed = self._upstream(best)
+            if relayed is not None:
+                txn.last_response = relayed
+        if txn.kind == "fork":
+            outcome = ForkOutcome(code=txn.final_code or 500,
+                                  branches=[b.record for b in txn.branches])
+            self._notify(self.router.fork_finished, txn.context, outcome, now)
+        else:
+            self._notify(self.router.inbound_finished, txn.context, txn.final_code or 500, now)
+        txn.linger = asyncio.get_running_loop().call_later(
+            TXN_LINGER, self.txns.pop, txn.key, None)
+
+    @staticmethod
+    def _notify(fn: Callable, *args: object) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("router callback %s failed", getattr(fn, "__name__", fn))
+
+    def _best_response(self, txn: InviteTxn) -> Response:
+        """§16.7 step 6, with a PBX's view: a busy phone beats one that did not answer,
+        a ring timeout is reported as 480 (no answer), a cancelled call as 487."""
+        finals = [b for b in txn.branches if b.final is not None]
+        if txn.cancelled:
+            resp = make_response(txn.request, 487)
+            return resp
+        if not finals:
+            return make_response(txn.request, 480 if txn.kind == "fork" else 408)
+
+        def rank(b: Branch) -> tuple[int, int]:
+            code = b.final.code if b.final else 500
+            if code >= 600:
+                return (0, code)
+            if code == 486:
+                return (1, code)
+            if b.timed_out:
+                return (5, code)
+            if code in (408, 487, 503) or code >= 500:
+                return (6, code)
+            return (2 if code < 400 else 3, code)
+
+        best = min(finals, key=rank)
+        assert best.final is not None
+        if best.timed_out:
+            return make_response(txn.request, 480, "No Answer")
+        if best.final.code == 487:
+            return make_response(txn.request, 480, "No Answer")
+        if best.final.code >= 500 and txn.kind == "fork":
+            return make_response(txn.request, 480)
+        resp = Response(code=best.final.code, phrase=best.final.phrase, body=best.final.body)
+        for key in best.final.headers.keys():
+            resp.headers.setlist(key, list(best.final.headers.getlist(key)))
+        # The response goes up as if from us: it still carries our Via on top.
+        return resp
+
+    def _upstream(self, resp: Response) -> bytes | None:
+        """Relay a branch response (ours on top of its Via) to the transaction's source."""
+        vias = resp.via
+        if vias and self._via_is_ours(vias[0]) and len(vias) > 1:
+            rest = vias[1:]
+        elif vias and not self._via_is_ours(vias[0]):
+            rest = vias  # a response we made ourselves from the original request
+        else:
+            return None
+        resp.headers.setlist("Via", [str(v) for v in rest])
+        dest = self._via_destination(rest[0])
+        if dest.side == "outside":
+            self._strip_internal_response(resp)
+        data = bytes(resp)
+        self.transports.send(data, dest)
+        return data
+
+    # ----------------------------------------------------------------- ACK and CANCEL
+    def _txn_key(self, request: Request) -> str:
+        via = request.via[0]
+        return "|".join((via.parameters.get("branch", ""), via.host, str(via.port or ""),
+                         request.call_id))
+
+    def _on_ack(self, request: Request, source: Peer, inside: bool) -> None:
+        key = self._txn_key(request)
+        txn = self.txns.get(key)
+        if txn is not None and not txn.answered:
+            return  # ACK for our non-2xx final: absorbed (hop by hop)
+        popped, flow = self._pop_our_routes(request)
+        if not popped:
+            return  # an ACK that is not for a dialog through us
+        if inside:
+            self._forward_in_dialog_to_phone(request, source, flow)
+        else:
+            self._strip_internal(request)
+            self._forward_in_dialog_to_worker(request, source)
+
+    def _on_cancel(self, request: Request, source: Peer) -> None:
+        key = self._txn_key(request)
+        txn = self.txns.get(key)
+        if txn is None:
+            self._respond(request, source, 481)
+            return
+        self._respond(request, source, 200)
+        if txn.final_code is not None or txn.answered:
+            return
+        txn.cancelled = True
+        for b in txn.branches:
+            self._cancel_branch(b)
+
+    # ----------------------------------------------------------------- utilities
+    @staticmethod
+    def _copy(request: Request) -> Request:
+        fwd = Request(request.method, request.uri, body=request.body)
+        for key in request.headers.keys():
+            fwd.headers.setlist(key, list(request.headers.getlist(key)))
+        return fwd
+
+    def transaction_for(self, context: object) -> InviteTxn | None:
+        for txn in self.txns.values():
+            if txn.context is context:
+                return txn
+        return None
+
+    def new_call_tag(self) -> str:
+        return new_tag()

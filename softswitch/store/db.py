@@ -1,0 +1,172 @@
+"""The Store: one SQLite file in WAL mode under the data directory.
+
+Every row is written when the event happens (not at the end of a call), so a crash
+loses at most the calls in flight, and `close_stale` closes those as failed on the next
+start. All methods are synchronous and short; the coordinator calls them from its event
+loop (a write in WAL mode with synchronous=NORMAL takes well under a millisecond)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from softswitch.store.schema import MIGRATIONS
+
+
+@dataclass(frozen=True)
+class Binding:
+    aor: str
+    contact: str
+    expires: float
+    transport: str
+    source_host: str
+    source_port: int
+    call_id: str
+    cseq: int
+    q: float | None = None
+    user_agent: str | None = None
+    updated: float = 0.0
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.migrate()
+
+    # -- schema -------------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self) -> None:
+        current = self.version
+        if current > len(MIGRATIONS):
+            raise RuntimeError(
+                f"{self.path}: database schema version {current} is newer than this "
+                f"softswitch knows ({len(MIGRATIONS)}); upgrade softswitch"
+            )
+        for number in range(current, len(MIGRATIONS)):
+            with self.db:
+                self.db.execute("BEGIN")
+                for statement in _statements(MIGRATIONS[number]):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {number + 1}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- calls and legs -----------------------------------------------------------------
+    def open_call(self, call_id: str, *, started: float, caller: str, callee: str,
+                  kind: str = "internal") -> None:
+        self.db.execute(
+            "INSERT INTO calls (id, started, caller, callee, kind) VALUES (?, ?, ?, ?, ?)",
+            (call_id, started, caller, callee, kind),
+        )
+
+    def call_answered(self, call_id: str, when: float) -> None:
+        self.db.execute("UPDATE calls SET answered = ? WHERE id = ? AND answered IS NULL",
+                        (when, call_id))
+
+    def close_call(self, call_id: str, *, ended: float, result: str, cause: str,
+                   sip_code: int | None = None) -> None:
+        """Close a call once; a second close (e.g. both legs reporting) is ignored."""
+        self.db.execute(
+            "UPDATE calls SET ended = ?, result = ?, cause = ?, sip_code = ? "
+            "WHERE id = ? AND ended IS NULL",
+            (ended, result, cause, sip_code, call_id),
+        )
+
+    def open_leg(self, leg_id: str, *, call_id: str, role: str, party: str, started: float,
+                 worker: int | None = None, sip_call_id: str | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO legs (id, call_id, role, party, started, worker, sip_call_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (leg_id, call_id, role, party, started, worker, sip_call_id),
+        )
+
+    def leg_answered(self, leg_id: str, when: float) -> None:
+        self.db.execute("UPDATE legs SET answered = ? WHERE id = ? AND answered IS NULL",
+                        (when, leg_id))
+
+    def close_leg(self, leg_id: str, *, ended: float, result: str, cause: str,
+                  sip_code: int | None = None, rx_packets: int | None = None,
+                  rx_lost: int | None = None, tx_packets: int | None = None) -> None:
+        self.db.execute(
+            "UPDATE legs SET ended = ?, result = ?, cause = ?, sip_code = ?, rx_packets = ?, "
+            "rx_lost = ?, tx_packets = ? WHERE id = ? AND ended IS NULL",
+            (ended, result, cause, sip_code, rx_packets, rx_lost, tx_packets, leg_id),
+        )
+
+    def close_stale(self, now: float, cause: str = "switch restarted") -> int:
+        """Close calls and legs left open by a crash; returns how many calls were closed."""
+        self.db.execute(
+            "UPDATE legs SET ended = ?, result = 'failed', cause = ? WHERE ended IS NULL",
+            (now, cause),
+        )
+        cur = self.db.execute(
+            "UPDATE calls SET ended = ?, result = 'failed', cause = ? WHERE ended IS NULL",
+            (now, cause),
+        )
+        return cur.rowcount
+
+    def call(self, call_id: str) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM calls WHERE id = ?", (call_id,)).fetchone()
+
+    def legs(self, call_id: str) -> list[sqlite3.Row]:
+        return self.db.execute(
+            "SELECT * FROM legs WHERE call_id = ? ORDER BY started", (call_id,)
+        ).fetchall()
+
+    def recent_calls(self, limit: int = 50) -> list[sqlite3.Row]:
+        return self.db.execute(
+            "SELECT * FROM calls ORDER BY started DESC LIMIT ?", (limit,)
+        ).fetchall()
+
+    # -- registrar bindings -------------------------------------------------------------
+    def save_binding(self, b: Binding) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO bindings (aor, contact, expires, transport, source_host, "
+            "source_port, call_id, cseq, q, user_agent, updated) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (b.aor, b.contact, b.expires, b.transport, b.source_host, b.source_port,
+             b.call_id, b.cseq, b.q, b.user_agent, b.updated),
+        )
+
+    def delete_binding(self, aor: str, contact: str | None = None) -> None:
+        """Delete one binding, or all of an AOR's when `contact` is None."""
+        if contact is None:
+            self.db.execute("DELETE FROM bindings WHERE aor = ?", (aor,))
+        else:
+            self.db.execute("DELETE FROM bindings WHERE aor = ? AND contact = ?",
+                            (aor, contact))
+
+    def load_bindings(self, now: float) -> list[Binding]:
+        """Live bindings; expired ones are deleted on the way."""
+        self.db.execute("DELETE FROM bindings WHERE expires <= ?", (now,))
+        rows = self.db.execute("SELECT * FROM bindings ORDER BY aor, updated").fetchall()
+        return [Binding(**dict(r)) for r in rows]
+
+
+def _statements(script: str) -> Iterable[str]:
+    """Split a migration script into statements (sqlite3.execute runs one at a time,
+    and executescript would commit the surrounding transaction)."""
+    buf: list[str] = []
+    for line in script.splitlines():
+        code = line.split("--", 1)[0]
+        buf.append(code)
+        if code.rstrip().endswith(";"):
+            stmt = "\n".join(buf).strip()
+            if stmt.strip(";").strip():
+                yield stmt
+            buf = []
+    rest = "\n".join(buf).strip()
+    if rest:
+        yield rest

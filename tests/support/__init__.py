@@ -1,0 +1,1 @@
+"""Helpers for end-to-end tests: pjsua2 test phones and audio analysis."""

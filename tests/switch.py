@@ -1,0 +1,142 @@
+"""Start a real softswitch (`python -m softswitch run`) for end-to-end tests.
+
+The switch runs as a child process on 127.0.0.1 with free ports and its own data dir,
+exactly as a user starts it; tests talk to it only over SIP and read its SQLite file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+EXTENSIONS = {
+    "101": ("Alice", "alice-Secret-one"),
+    "102": ("Bob", "bob-Secret-two"),
+    "103": ("Carol", "carol-Secret-three"),
+    "104": ("Dave", "dave-Secret-four"),
+}
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def write_config(path: Path, port: int, data_dir: Path, **switch: object) -> None:
+    rtp = switch.pop("rtp_base", 40000 + (port % 200) * 100)
+    settings = {
+        "domain": '"softswitch.test"',
+        "listen": f'["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]',
+        "data_dir": f'"{data_dir}"',
+        "rtp_ports": f'"{rtp}-{int(rtp) + 799}"',
+        "workers": "1",
+        "max_workers": "4",
+        "ring_timeout": "10",
+    }
+    settings.update({k: str(v) for k, v in switch.items()})
+    lines = ["[switch]"] + [f"{k} = {v}" for k, v in settings.items()]
+    for number, (name, password) in EXTENSIONS.items():
+        lines += ["", "[[extension]]", f'number = "{number}"', f'name = "{name}"',
+                  f'password = "{password}"']
+    path.write_text("\n".join(lines) + "\n")
+
+
+class RunningSwitch:
+    def __init__(self, tmp: Path, **switch: object) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.data_dir = tmp / "data"
+        self.config = tmp / "switch.toml"
+        write_config(self.config, self.port, self.data_dir, **switch)
+        self.proc: subprocess.Popen | None = None
+        self.output: list[str] = []
+        self.start()
+
+    @property
+    def server(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def start(self, timeout: float = 30.0) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        log = open(self.tmp / "switch.log", "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "softswitch", "run", "--config", str(self.config)],
+            stdout=subprocess.PIPE, stderr=log, text=True, env=env,
+        )
+        ready = threading.Event()
+
+        def pump(stream) -> None:
+            for line in stream:
+                self.output.append(line)
+                if line.startswith("data:"):
+                    ready.set()
+
+        threading.Thread(target=pump, args=(self.proc.stdout,), daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not ready.wait(0.1):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("softswitch did not start:\n" + self.log_text())
+
+    def log_text(self) -> str:
+        path = self.tmp / "switch.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def db(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.data_dir / "softswitch.db")
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def calls(self) -> list[dict]:
+        with self.db() as conn:
+            return [dict(r) for r in conn.execute("SELECT * FROM calls ORDER BY started")]
+
+    def legs(self, call_id: str) -> list[dict]:
+        with self.db() as conn:
+            return [dict(r) for r in conn.execute(
+                "SELECT * FROM legs WHERE call_id = ? ORDER BY role", (call_id,))]
+
+    def wait_for_call_closed(self, count: int = 1, timeout: float = 15.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            calls = [c for c in self.calls() if c["ended"] is not None]
+            if len(calls) >= count or time.monotonic() > deadline:
+                return calls
+            time.sleep(0.1)
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the media workers this switch started (its child processes)."""
+        assert self.proc is not None
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                             text=True).stdout
+        return [int(p) for p in out.split()]

@@ -1,0 +1,125 @@
+"""The extension-to-extension call state machine, event by event (no SIP, no clock)."""
+
+from softswitch.calls import (
+    CallAnswered,
+    CallClosed,
+    ExtensionCall,
+    LegAnswered,
+    LegClosed,
+    LegOpened,
+    WorkerCommand,
+)
+
+
+def new_call() -> ExtensionCall:
+    return ExtensionCall(call_id="c1", caller="101", callee="102",
+                         callee_uri="sip:102@pbx", from_header='"Alice" <sip:101@pbx>')
+
+
+def cmds(actions) -> list[dict]:
+    return [a.cmd for a in actions if isinstance(a, WorkerCommand)]
+
+
+def closed(actions) -> CallClosed | None:
+    found = [a for a in actions if isinstance(a, CallClosed)]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def test_incoming_opens_both_legs_and_originates_the_callee():
+    call = new_call()
+    actions = call.on_incoming("sipcid")
+    opened = [a for a in actions if isinstance(a, LegOpened)]
+    assert [(o.leg, o.role, o.party) for o in opened] == [
+        ("c1-a", "caller", "101"), ("c1-b", "callee", "102")]
+    (orig,) = cmds(actions)
+    assert orig["cmd"] == "originate" and orig["leg"] == "c1-b"
+    assert orig["uri"] == "sip:102@pbx"
+    assert orig["headers"] == {"X-Call": "c1", "X-From": '"Alice" <sip:101@pbx>'}
+
+
+def test_answered_call_is_bridged_and_closed_once_when_callee_hangs_up():
+    call = new_call()
+    call.on_incoming(None)
+    assert cmds(call.on_state("c1-b", "early", 180, None)) == [
+        {"cmd": "ring", "leg": "c1-a", "code": 180}]
+    actions = call.on_state("c1-b", "confirmed", 200, None)
+    assert LegAnswered("c1-b") in actions
+    assert cmds(actions) == [{"cmd": "answer", "leg": "c1-a", "code": 200}]
+    actions = call.on_state("c1-a", "confirmed", 200, None)
+    assert CallAnswered() in actions
+    assert cmds(actions) == [{"cmd": "bridge", "a": "c1-a", "b": "c1-b"}]
+    actions = call.on_state("c1-b", "disconnected", 200, "remote", {"rx_packets": 50})
+    assert cmds(actions) == [{"cmd": "hangup", "leg": "c1-a", "code": 200}]
+    leg = [a for a in actions if isinstance(a, LegClosed)][0]
+    assert (leg.result, leg.stats) == ("answered", {"rx_packets": 50})
+    assert closed(actions) is None  # the caller's leg is still up
+    actions = call.on_state("c1-a", "disconnected", 200, "local")
+    assert closed(actions) == CallClosed("answered", "callee hung up", 200)
+    assert call.finished
+    # a late duplicate event changes nothing
+    assert call.on_state("c1-a", "disconnected", 200, "local") == []
+
+
+def test_caller_hangs_up_during_the_call():
+    call = new_call()
+    call.on_incoming(None)
+    call.on_state("c1-b", "confirmed", 200, None)
+    call.on_state("c1-a", "confirmed", 200, None)
+    actions = call.on_state("c1-a", "disconnected", 200, "remote")
+    assert cmds(actions) == [{"cmd": "hangup", "leg": "c1-b", "code": 200}]
+    actions = call.on_state("c1-b", "disconnected", 200, "local")
+    assert closed(actions) == CallClosed("answered", "caller hung up", 200)
+
+
+def test_busy_callee_gives_the_caller_486():
+    call = new_call()
+    call.on_incoming(None)
+    actions = call.on_state("c1-b", "disconnected", 486, "remote")
+    assert cmds(actions) == [{"cmd": "hangup", "leg": "c1-a", "code": 486}]
+    actions = call.on_state("c1-a", "disconnected", 486, "local")
+    assert closed(actions) == CallClosed("busy", "102 busy", 486)
+
+
+def test_ring_timeout_is_no_answer_with_480():
+    call = new_call()
+    call.on_incoming(None)
+    call.on_state("c1-b", "early", 180, None)
+    call.on_fork_result("no-answer")
+    actions = call.on_state("c1-b", "disconnected", 480, "remote")
+    assert cmds(actions) == [{"cmd": "hangup", "leg": "c1-a", "code": 480}]
+    actions = call.on_state("c1-a", "disconnected", 480, "local")
+    assert closed(actions).result == "no-answer"
+
+
+def test_unregistered_callee_is_unavailable():
+    call = new_call()
+    call.on_incoming(None)
+    call.on_fork_result("unavailable")
+    call.on_state("c1-b", "disconnected", 480, "remote")
+    actions = call.on_state("c1-a", "disconnected", 480, "local")
+    assert closed(actions) == CallClosed("unavailable", "102 unavailable", 480)
+
+
+def test_caller_cancels_while_callee_rings():
+    call = new_call()
+    call.on_incoming(None)
+    call.on_state("c1-b", "early", 180, None)
+    actions = call.on_state("c1-a", "disconnected", 487, "remote")
+    assert cmds(actions) == [{"cmd": "hangup", "leg": "c1-b", "code": 487}]
+    assert closed(actions) is None
+    actions = call.on_state("c1-b", "disconnected", 487, "local")
+    assert cmds(actions) == []  # nothing more to tell the caller
+    assert closed(actions) == CallClosed("cancelled", "caller hung up while ringing", 487)
+
+
+def test_worker_death_fails_open_legs_and_the_call():
+    call = new_call()
+    call.on_incoming(None)
+    call.on_state("c1-b", "confirmed", 200, None)
+    call.on_state("c1-a", "confirmed", 200, None)
+    actions = call.on_worker_died()
+    legs = [a for a in actions if isinstance(a, LegClosed)]
+    assert {(leg.leg, leg.result) for leg in legs} == {("c1-a", "failed"), ("c1-b", "failed")}
+    assert closed(actions) == CallClosed("failed", "media worker died", None)
+    assert call.on_worker_died() == []
