@@ -34,7 +34,7 @@ from softswitch.sip.auth import DigestAuthenticator
 from softswitch.sip.message import Peer
 from softswitch.sip.proxy import Edge
 from softswitch.sip.registrar import Registrar
-from softswitch.sip.routing import Fork, ForkOutcome, Reject, Target, ToWorker
+from softswitch.sip.routing import Fork, ForkOutcome, Pending, Reject, Target, ToWorker
 from softswitch.sip.transport import Transports
 from softswitch.store import Store
 
@@ -154,7 +154,7 @@ class Coordinator:
         return self.pool is not None and self.pool.find_worker(host, port) is not None
 
     def route_inbound(self, request: Request, caller: str, source: Peer, now: float
-                      ) -> Reject | ToWorker:
+                      ) -> Reject | ToWorker | Pending:
         assert self.registrar is not None and self.pool is not None
         dialed = request.uri.user or ""
         callee = self.config.extension(dialed)
@@ -163,9 +163,26 @@ class Coordinator:
         if not self.registrar.lookup(dialed, now):
             return Reject(480)
         worker = self.pool.reserve()
-        if worker is None:
+        if worker is not None:
+            return self._place_call(caller, dialed, worker, now)
+        later = self.pool.reserve_later()
+        if later is None:
             log.warning("capacity reached (%d calls): 503 to %s", self.pool.capacity, caller)
             return Reject(503, "Service Unavailable (capacity)")
+        decided: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        def placed(fut: asyncio.Future) -> None:
+            w = fut.result()
+            if w is None:
+                log.warning("no media worker became free: 503 to %s", caller)
+                decided.set_result(Reject(503, "Service Unavailable (capacity)"))
+            else:
+                decided.set_result(self._place_call(caller, dialed, w, self.clock()))
+
+        later.add_done_callback(placed)
+        return Pending(decided)
+
+    def _place_call(self, caller: str, dialed: str, worker: Worker, now: float) -> ToWorker:
         self._seq += 1
         call_id = f"{int(now)}-{self._seq}-{secrets.token_hex(3)}"
         me = self.config.extension(caller)
@@ -219,8 +236,17 @@ class Coordinator:
             context.on_fork_result("rejected")
 
     def inbound_finished(self, context: object, code: int, now: float) -> None:
-        if isinstance(context, ExtensionCall) and code == 408:
-            log.warning("worker never answered call %s", context.call_id)
+        """The caller's INVITE got its final answer. If it never reached the worker's
+        call logic (caller cancelled while a worker was starting, the worker did not
+        answer), close the call here and free its pair."""
+        if not isinstance(context, ExtensionCall) or code < 300:
+            return
+        if context.a_state == "new" and not context.closed:
+            if code == 408:
+                log.warning("worker never answered call %s", context.call_id)
+            result = "cancelled" if code == 487 else "failed"
+            cause = "caller hung up before answer" if code == 487 else f"SIP {code}"
+            self._apply(context, [CallClosed(result, cause, code)])
 
     def flow_closed(self, peer: Peer) -> None:
         self._on_flow_closed(peer)
@@ -250,6 +276,10 @@ class Coordinator:
         self._apply(call, actions)
 
     def _on_worker_death(self, worker: Worker) -> None:
+        assert self.edge is not None
+        byes = self.edge.worker_gone("127.0.0.1", worker.sip_port)
+        if byes:
+            log.warning("worker %s died: hung up %d phone leg(s)", worker.slot, byes)
         for call_id, w in list(self.call_worker.items()):
             if w is worker:
                 call = self.calls.get(call_id)

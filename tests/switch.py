@@ -20,6 +20,8 @@ EXTENSIONS = {
     "102": ("Bob", "bob-Secret-two"),
     "103": ("Carol", "carol-Secret-three"),
     "104": ("Dave", "dave-Secret-four"),
+    "105": ("Erin", "erin-Secret-five"),
+    "106": ("Frank", "frank-Secret-six"),
 }
 
 

@@ -5,6 +5,12 @@ explicit `now` (unix seconds), nothing sleeps."""
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import socket
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +24,7 @@ from softswitch.sip.auth import (
     answer_challenge,
     parse_auth_header,
 )
-from softswitch.sip.message import Peer
+from softswitch.sip.message import Peer, apply_received
 from softswitch.sip.registrar import AOR_MISMATCH, Registrar
 from softswitch.store.db import Binding, Store
 
@@ -48,12 +54,15 @@ def build(
     authorization: str | None = None,
     auth_header: str = "Authorization",
     extra: tuple[str, ...] = (),
+    branch: str | None = None,
 ) -> Request:
     to_user = to_user if to_user is not None else user
+    # a new transaction per (Call-ID, CSeq), as a phone would do
+    default_branch = "z9hG4bK" + hashlib.md5(f"{call_id}/{cseq}".encode()).hexdigest()[:12]
     uri = f"sip:{DOMAIN}" if method == "REGISTER" else f"sip:{to_user}@{DOMAIN}"
     lines = [
         f"{method} {uri} SIP/2.0",
-        f"Via: SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bK-{call_id}-{cseq};rport",
+        f"Via: SIP/2.0/UDP 192.168.1.10:5060;branch={branch or default_branch};rport",
         "Max-Forwards: 70",
         f"From: <sip:{user}@{DOMAIN}>;tag=from-{user}",
         f"To: <sip:{to_user}@{DOMAIN}>",
@@ -193,13 +202,15 @@ def test_unknown_user_and_wrong_password_get_the_same_answer(reg: Registrar) -> 
     reg.on_auth_failure = lambda src, user, reason: failures.append(reason)
     challenge = reg.auth.challenge(NOW)
 
-    def attempt(username: str) -> Response:
+    def attempt(username: str, source: Peer) -> Response:
         value = answer_challenge(
             challenge, method="REGISTER", uri=f"sip:{DOMAIN}", username=username, password="guess"
         )
-        return reg.handle(build(user="100", authorization=value, cseq=2), PHONE, NOW)
+        # identical requests but for the credentials (from two ports, as two attempts)
+        return reg.handle(build(user="100", authorization=value, cseq=2), source, NOW)
 
-    wrong, unknown = attempt("100"), attempt("999")
+    wrong = attempt("100", PHONE)
+    unknown = attempt("999", Peer("udp", PHONE.host, PHONE.port + 1))
     assert wrong.code == unknown.code == 401
     assert normalised(wrong) == normalised(unknown)
     assert failures == [WRONG_PASSWORD, UNKNOWN_USER]
@@ -247,7 +258,7 @@ def test_expires_header_contact_param_and_default(reg: Registrar) -> None:
         contacts=("<sip:100@10.0.0.1>;expires=120", "<sip:100@10.0.0.2>"), expires="900"
     )
     assert contact_expires(resp) == {"sip:100@10.0.0.1": 120, "sip:100@10.0.0.2": 900}
-    resp = Phone(reg, user="101").send(contacts=("<sip:101@10.0.0.3>",))
+    resp = Phone(reg, user="101", call_id="c101").send(contacts=("<sip:101@10.0.0.3>",))
     assert contact_expires(resp) == {"sip:101@10.0.0.3": CONFIG.switch.default_expires}
 
 
@@ -343,7 +354,9 @@ def test_star_respects_cseq_order(reg: Registrar) -> None:
         username="100",
         password=PASSWORDS["100"],
     )
-    resp = reg.handle(build(contacts=("*",), expires="0", cseq=1, authorization=value), PHONE, NOW)
+    # an old request, delayed in the network (its own transaction, so its own branch)
+    old = build(contacts=("*",), expires="0", cseq=1, authorization=value, branch="z9hG4bKold")
+    resp = reg.handle(old, PHONE, NOW)
     assert resp.code == 500
     assert len(reg.lookup("100", NOW)) == 1
 
@@ -567,3 +580,118 @@ def test_authenticate_request_wrong_password(reg: Registrar) -> None:
 
 def test_non_register_to_handle_is_405(reg: Registrar) -> None:
     assert reg.handle(build("OPTIONS"), PHONE, NOW).code == 405
+
+
+# -- retransmissions -------------------------------------------------------------------------
+def test_retransmission_gets_the_same_answer_without_reprocessing(reg: Registrar) -> None:
+    changes: list[int] = []
+    failures: list[str] = []
+    reg.on_change = lambda aor, bindings: changes.append(len(bindings))
+    reg.on_auth_failure = lambda src, user, reason: failures.append(reason)
+    value = answer_challenge(
+        reg.auth.challenge(NOW),
+        method="REGISTER",
+        uri=f"sip:{DOMAIN}",
+        username="100",
+        password=PASSWORDS["100"],
+    )
+    request_bytes = bytes(build(cseq=2, expires="600", authorization=value))
+
+    def send(now: float) -> Response:
+        msg = Message.parse(request_bytes)
+        assert isinstance(msg, Request)
+        return reg.handle(msg, PHONE, now)
+
+    first = send(NOW)
+    again = send(NOW + 0.5)  # our 200 was lost; the phone retransmits (Timer E)
+    assert first.code == again.code == 200
+    assert bytes(first) == bytes(again)  # same To tag, same everything
+    assert changes == [1] and failures == []
+    # once the transaction is over, the same bytes are a replay, not a retransmission
+    late = send(NOW + 40)
+    assert late.code == 401
+    assert parse_auth_header(late.headers["WWW-Authenticate"])[1]["stale"] == "true"
+    assert changes == [1]
+
+
+def test_same_branch_from_another_source_is_not_a_retransmission(reg: Registrar) -> None:
+    first = reg.handle(build(branch="z9hG4bKsame"), PHONE, NOW)
+    other = reg.handle(build(branch="z9hG4bKsame"), Peer("udp", "198.51.100.9", 5060), NOW)
+    assert first.code == other.code == 401
+    assert first.headers["WWW-Authenticate"] != other.headers["WWW-Authenticate"]
+
+
+# -- the SIPp scenario against this registrar -------------------------------------------------
+SIPP_DIR = Path(__file__).parent / "sipp"
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp is not installed")
+def test_sipp_register_auth_scenario(tmp_path: Path) -> None:
+    """tests/sipp/register_auth.xml with users.csv, driven by real SIPp against this
+    registrar behind a throwaway UDP loop (the real edge is tested elsewhere): every
+    user gets 401 then 200 and ends up bound at SIPp's address."""
+    users = [
+        line.split(";")
+        for line in (SIPP_DIR / "users.csv").read_text().splitlines()
+        if line and not line.startswith("#") and line != "SEQUENTIAL"
+    ]
+    extensions = []
+    for number, _domain, keyword in users:
+        password = keyword.split("password=")[1].rstrip("]")
+        extensions.append(ExtensionConfig(number, number, password))
+    config = Config(switch=SwitchConfig(domain=users[0][1]), extensions=tuple(extensions))
+    store = Store(tmp_path / "sipp.db")
+    reg = Registrar(config, store, DigestAuthenticator(users[0][1], SECRET))
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.1)
+    codes: list[int] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                data, (host, port) = sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            try:
+                request = Message.parse(data)
+                assert isinstance(request, Request)
+                peer = Peer("udp", host, port)
+                apply_received(request, peer)
+                response = reg.handle(request, peer, time.time())
+                codes.append(response.code)
+                sock.sendto(bytes(response), (host, port))
+            except BaseException as exc:  # reported by the test below
+                errors.append(exc)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    sipp_port = _free_udp_port()
+    try:
+        done = subprocess.run(
+            ["sipp", f"127.0.0.1:{sock.getsockname()[1]}",
+             "-sf", str(SIPP_DIR / "register_auth.xml"), "-inf", str(SIPP_DIR / "users.csv"),
+             "-m", str(2 * len(users)), "-r", "50", "-i", "127.0.0.1", "-p", str(sipp_port),
+             "-nostdin", "-timeout", "20s", "-timeout_error", "-max_recv_loops", "1000"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        stop.set()
+        server.join(5)
+        sock.close()
+    assert errors == []
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert codes == [401, 200] * (2 * len(users))
+    bound = reg.all_bindings(time.time())
+    assert sorted(b.aor for b in bound) == sorted(u[0] for u in users)  # refreshed, not doubled
+    assert {(b.source_host, b.source_port) for b in bound} == {("127.0.0.1", sipp_port)}
+    store.close()

@@ -11,6 +11,7 @@ worker is reported (its calls are failed by the coordinator) and replaced.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -92,6 +93,7 @@ class Pool:
         self._closing = False
         self._spawning = 0
         self._tasks: set[asyncio.Task] = set()
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -150,26 +152,45 @@ class Pool:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_file = self.log_dir / f"worker-{w.slot}.log"
         args = [
-            sys.executable, "-m", "softswitch.media.worker",
-            "--control-fd", str(child.fileno()),
-            "--id", str(w.slot),
-            "--sip-port", str(w.sip_port),
-            "--rtp-port", str(w.rtp_port),
-            "--rtp-port-count", str(w.rtp_count),
-            "--edge", f"127.0.0.1:{self.edge_port}",
-            "--public-address", self.public_address,
-            "--log-file", str(log_file),
+            sys.executable,
+            "-m",
+            "softswitch.media.worker",
+            "--control-fd",
+            str(child.fileno()),
+            "--id",
+            str(w.slot),
+            "--sip-port",
+            str(w.sip_port),
+            "--rtp-port",
+            str(w.rtp_port),
+            "--rtp-port-count",
+            str(w.rtp_count),
+            "--edge",
+            f"127.0.0.1:{self.edge_port}",
+            "--public-address",
+            self.public_address,
+            "--log-file",
+            str(log_file),
         ]
         try:
             with open(self.log_dir / f"worker-{w.slot}.stderr", "ab") as err:
                 w.process = await asyncio.create_subprocess_exec(
-                    *args, pass_fds=[child.fileno()], stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.DEVNULL, stderr=err,
+                    *args,
+                    pass_fds=[child.fileno()],
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=err,
                 )
             child.close()
             reader, w.writer = await asyncio.open_unix_connection(sock=parent)
-            log.info("media worker %s started (pid %s, sip 127.0.0.1:%s, rtp %s-%s)",
-                     w.slot, w.pid, w.sip_port, w.rtp_port, w.rtp_port + w.rtp_count - 1)
+            log.info(
+                "media worker %s started (pid %s, sip 127.0.0.1:%s, rtp %s-%s)",
+                w.slot,
+                w.pid,
+                w.sip_port,
+                w.rtp_port,
+                w.rtp_port + w.rtp_count - 1,
+            )
             await self._read(w, reader)
         except Exception:
             log.exception("media worker %s failed", w.slot)
@@ -194,6 +215,7 @@ class Pool:
                 if not w.ready.is_set():
                     self._spawning -= 1
                 w.ready.set()
+                self._serve_waiters()
                 continue
             if event == "reply":
                 fut = w.pending.pop(msg.get("id", -1), None)
@@ -221,8 +243,13 @@ class Pool:
         if self._closing:
             return
         code = w.process.returncode if w.process else None
-        log.error("media worker %s (pid %s) exited with %s; %d legs lost",
-                  w.slot, w.pid, code, len(w.legs))
+        log.error(
+            "media worker %s (pid %s) exited with %s; %d legs lost",
+            w.slot,
+            w.pid,
+            code,
+            len(w.legs),
+        )
         try:
             self.on_death(w)
         except Exception:
@@ -247,9 +274,37 @@ class Pool:
         self._top_up()
         return w
 
+    def reserve_later(self, timeout: float = START_TIMEOUT) -> asyncio.Future | None:
+        """When no pair is free but a worker is starting, a new call waits for it
+        instead of getting 503: the future resolves to a Worker with a pair reserved
+        (the first one free, from that worker or a call that ended), or None after
+        `timeout`. None at once when no worker is starting: the pool is at capacity."""
+        self._top_up()
+        if self._spawning == 0:
+            return None
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        self._waiters.append(fut)
+        loop.call_later(timeout, lambda: fut.done() or fut.set_result(None))
+        return fut
+
+    def _serve_waiters(self) -> None:
+        while self._waiters:
+            if self._waiters[0].done():
+                self._waiters.popleft()
+                continue
+            candidates = [w for w in self.workers.values() if w.free_pairs > 0]
+            if not candidates:
+                return
+            w = min(candidates, key=lambda x: (x.free_pairs, x.slot))
+            w.pairs += 1
+            self._waiters.popleft().set_result(w)
+        self._top_up()
+
     def release(self, w: Worker) -> None:
         if w.pairs > 0:
             w.pairs -= 1
+        self._serve_waiters()
 
     def _top_up(self) -> None:
         """Keep `spare_pairs` free pairs ready (or starting), and `min_workers` alive."""

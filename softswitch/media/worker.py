@@ -17,6 +17,7 @@ pjsua2 state is touched off the main thread.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -567,7 +568,12 @@ class Worker:
         if not wait_file_closed(path):
             log.warning("recording %s still open after stop", path)
         self.send(
-            {"event": "recording_finished", "leg": leg.id, "file": path, "seconds": wav_seconds(path)}
+            {
+                "event": "recording_finished",
+                "leg": leg.id,
+                "file": path,
+                "seconds": wav_seconds(path),
+            }
         )
 
     def release_media(self, leg: Leg) -> None:
@@ -757,25 +763,15 @@ class Worker:
 
     def stop(self) -> None:
         """Hang up every leg, let the BYEs/CANCELs go out, then destroy the library."""
-        if self.legs or self.rejected:
-            for leg in self.legs.values():
-                leg.hangup_requested = True
-            try:
-                self.ep.hangupAllCalls()
-            except Exception:
-                log.debug("hangupAllCalls failed", exc_info=True)
-            deadline = time.monotonic() + 2.0
-            while (self.legs or self.rejected) and time.monotonic() < deadline:
-                self.ep.libHandleEvents(10)
-                self.drain_offthread()
-        # Let final responses/ACKs and BYE retransmissions settle briefly.
+        self.hangup_all()
+        # Let final responses/ACKs settle briefly.
         end = time.monotonic() + 0.1
         while time.monotonic() < end:
             self.ep.libHandleEvents(10)
-        for leg in self.legs.values():
-            self.release_media(leg)
-        self.legs.clear()
-        self.rejected.clear()
+        self.forget_legs()
+        # Every pj.Call/player/recorder must be gone before libDestroy(): a Call
+        # finalised afterwards asserts inside pjsua and aborts the process.
+        gc.collect()
         if self.control_open and self.outbuf:
             try:
                 self.sock.setblocking(True)
@@ -787,6 +783,37 @@ class Worker:
             self.acc.shutdown()
             self.acc = None
         self.ep.libDestroy()
+
+    def hangup_all(self) -> None:
+        """Hang up all calls and wait (bounded) for their DISCONNECTED callbacks.
+
+        Kept apart from ``stop`` so that no loop variable there keeps a Leg (and its
+        pj.Call) alive until after libDestroy.
+        """
+        if not (self.legs or self.rejected):
+            return
+        for leg in self.legs.values():
+            leg.hangup_requested = True
+        try:
+            self.ep.hangupAllCalls()
+        except Exception:
+            log.debug("hangupAllCalls failed", exc_info=True)
+        deadline = time.monotonic() + 2.0
+        while (self.legs or self.rejected) and time.monotonic() < deadline:
+            self.ep.libHandleEvents(10)
+            self.drain_offthread()
+
+    def forget_legs(self) -> None:
+        """Drop whatever legs did not disconnect in time (media first, then calls)."""
+        for leg in list(self.legs.values()):
+            self.release_media(leg)
+        self.legs.clear()
+        self.rejected.clear()
+        while True:  # queued DTMF items reference calls too
+            try:
+                self.offthread.get_nowait()
+            except queue.Empty:
+                break
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

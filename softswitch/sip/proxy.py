@@ -32,6 +32,7 @@ from softswitch.sip.routing import (
     BranchRecord,
     Fork,
     ForkOutcome,
+    Pending,
     Reject,
     Router,
     Target,
@@ -95,6 +96,20 @@ class InviteTxn:
     adding: bool = False  # branches are being started: do not finish yet
 
 
+@dataclass
+class PhoneDialog:
+    """What the edge must know to hang up a phone's side of a dialog on its own: when
+    the media worker at the other end dies, nobody else can send that BYE."""
+
+    call_id: str
+    worker: tuple[str, int]
+    phone: Peer
+    target: str  # the phone's Contact: request URI of in-dialog requests to it
+    local: str  # From of a request to the phone (the worker's side, with its tag)
+    remote: str  # To of a request to the phone (the phone's side, with its tag)
+    created: float
+
+
 class Edge:
     """Routes every SIP message that reaches the switch. One instance per switch."""
 
@@ -116,6 +131,7 @@ class Edge:
         self.clock = clock
         self.txns: dict[str, InviteTxn] = {}
         self.client_branches: dict[str, tuple[InviteTxn, Branch]] = {}
+        self.dialogs: dict[str, PhoneDialog] = {}  # SIP Call-ID -> dialog through a worker
         self.stats = {"requests": 0, "responses": 0, "malformed": 0}
 
     # ----------------------------------------------------------------- entry point
@@ -328,6 +344,7 @@ class Edge:
 
     def _forward_in_dialog_to_worker(self, request: Request, source: Peer) -> None:
         """A phone's in-dialog request: only ever to one of our workers."""
+        self._forget_dialog(request)
         uri = request.uri
         host = unbracket(uri.host)
         port = uri.port or 5060
@@ -360,12 +377,27 @@ class Edge:
         if isinstance(decision, Reject):
             self._respond(request, source, decision.code, decision.reason)
             return
-        txn = InviteTxn(key=key, request=request, source=source,
-                        context=decision.context, kind="inbound")
+        txn = InviteTxn(key=key, request=request, source=source, kind="inbound")
         self.txns[key] = txn
-        trying = make_response(request, 100)
-        txn.last_response = self._send_response(trying, source)
+        txn.last_response = self._send_response(make_response(request, 100), source)
+        if isinstance(decision, Pending):
+            future: asyncio.Future = decision.future  # type: ignore[assignment]
+            future.add_done_callback(lambda f: self._hand_to_worker(txn, f.result()))
+        else:
+            self._hand_to_worker(txn, decision)
 
+    def _hand_to_worker(self, txn: InviteTxn, decision: Reject | ToWorker) -> None:
+        request, source = txn.request, txn.source
+        if isinstance(decision, Reject) or txn.cancelled:
+            code = 487 if txn.cancelled else decision.code  # type: ignore[union-attr]
+            reason = None if txn.cancelled else decision.reason  # type: ignore[union-attr]
+            txn.final_code = code
+            txn.last_response = self._respond(request, source, code, reason)
+            if isinstance(decision, ToWorker):
+                txn.context = decision.context
+            self._maybe_finish(txn, force=True)
+            return
+        txn.context = decision.context
         fwd = self._copy(request)
         fwd.headers.remove("Proxy-Authorization")
         worker = decision.worker
@@ -379,7 +411,7 @@ class Edge:
         rr_outside = self._record_route("outside", source.transport, source.host, source)
         fwd.headers.setlist("Record-Route",
                             [rr_inside, rr_outside] + fwd.headers.getlist("Record-Route"))
-        branch = self._branch("inv", key, worker.host, str(worker.port))
+        branch = self._branch("inv", txn.key, worker.host, str(worker.port))
         self._start_branch(txn, fwd, worker, branch, BranchRecord(
             label="worker", contact=str(fwd.uri), started=self.clock()), ring_timeout=None)
 
@@ -406,6 +438,7 @@ class Edge:
 
     def _forward_in_dialog_to_phone(self, request: Request, source: Peer,
                                     flow: Peer | None) -> None:
+        self._forget_dialog(request)
         if flow is None:
             if request.method != "ACK":
                 self._respond(request, source, 403, "Forbidden (no flow)")
@@ -625,6 +658,8 @@ class Edge:
                 b.record.result = "answered"
             txn.answered = True
             txn.final_code = code
+            if first:
+                self._remember_dialog(txn, b, resp)
             self._upstream(resp)
             if first:
                 asyncio.get_running_loop().call_later(
@@ -641,6 +676,49 @@ class Edge:
             return
         self._send_ack(b, resp)
         self._on_branch_final(txn, b, resp, synthetic=False)
+
+    def _remember_dialog(self, txn: InviteTxn, b: Branch, resp: Response) -> None:
+        try:
+            to_with_tag = resp.headers["To"]
+            if txn.kind == "inbound":  # phone -> worker: the phone is the caller
+                phone, worker = txn.source, b.dest
+                target = str(txn.request.contact[0].uri)
+                local, remote = to_with_tag, txn.request.headers["From"]
+            else:  # worker -> phone: the phone is the callee
+                phone, worker = b.dest, txn.source
+                target = str(resp.contact[0].uri)
+                local, remote = b.request.headers["From"], to_with_tag
+        except (KeyError, IndexError, ValueError):
+            return
+        self.dialogs[resp.call_id] = PhoneDialog(
+            call_id=resp.call_id, worker=(worker.host, worker.port), phone=phone,
+            target=target, local=local, remote=remote, created=self.clock())
+
+    def worker_gone(self, host: str, port: int) -> int:
+        """A media worker died: send BYE to every phone that was in a dialog with it,
+        so no phone is left in a call with silence. Returns how many were sent."""
+        sent = 0
+        for call_id, dialog in list(self.dialogs.items()):
+            if dialog.worker != (host, port):
+                continue
+            del self.dialogs[call_id]
+            bye = Request("BYE", URI.parse(dialog.target))
+            branch = self._branch("bye", call_id, dialog.target)
+            bye.headers.add("Via", self._via_for(dialog.phone, branch))
+            bye.headers.add("Max-Forwards", "70")
+            bye.headers.add("From", dialog.local)
+            bye.headers.add("To", dialog.remote)
+            bye.headers.add("Call-ID", call_id)
+            bye.headers.add("CSeq", "1000000 BYE")
+            bye.headers.add("Reason", 'SIP;cause=500;text="media worker failed"')
+            bye.headers.add("Content-Length", "0")
+            self.transports.send(bytes(bye), dialog.phone)
+            sent += 1
+        return sent
+
+    def _forget_dialog(self, request: Request) -> None:
+        if request.method == "BYE":
+            self.dialogs.pop(request.call_id, None)
 
     def _on_branch_final(self, txn: InviteTxn, b: Branch, resp: Response,
                          synthetic: bool) -> None:
@@ -693,7 +771,7 @@ class Edge:
         if txn.linger is not None:
             return  # already finished
         now = self.clock()
-        if not txn.answered:
+        if not txn.answered and txn.final_code is None:
             best = self._best_response(txn)
             txn.final_code = best.code
             relayed = self._upstream(best)

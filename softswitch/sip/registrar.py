@@ -8,19 +8,24 @@ Contact it cannot be reached at.
 
 The registrar is sans-I/O apart from the Store: `handle` takes a parsed REGISTER, the
 packet's source and `now` (wall-clock seconds, since binding expiry times are stored as
-absolute unix times) and returns the response to send. Retransmissions must be absorbed
-by the edge's transaction layer before they reach `handle` (a replayed Authorization is
-refused as a nonce-count replay, and a replayed CSeq as out of order)."""
+absolute unix times) and returns the response to send.
+
+A UDP retransmission of a REGISTER (the phone did not get our answer) must get the same
+answer again, not be processed twice: a second pass would refuse its Authorization as a
+nonce-count replay and its CSeq as out of order. So `handle` keeps the RFC 3261 §17.2.2
+non-INVITE server transaction's one duty here: it remembers each answer for 32 s (64*T1)
+by the top Via branch and the source, and repeats it for a retransmission."""
 
 from __future__ import annotations
 
 import email.utils
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sipmessage import URI, Request, Response
+from sipmessage import URI, Message, Request, Response
 
 from softswitch.config_types import Config
 from softswitch.sip.auth import PASSWORD_FAILURES, AuthResult, DigestAuthenticator
@@ -34,6 +39,8 @@ log = logging.getLogger(__name__)
 AOR_MISMATCH = "aor mismatch"
 
 _MAX_EXPIRES_VALUE = 2**32 - 1  # RFC 3261 §20.19: larger values mean this
+_TXN_LIFETIME = 32.0  # RFC 3261 Timer J for unreliable transports (64*T1)
+_MAX_REMEMBERED_ANSWERS = 8192
 
 
 class _BadRequest(ValueError):
@@ -78,6 +85,8 @@ class Registrar:
         # aor -> normalised contact key -> binding. Loaded whole (expired rows too: they
         # are filtered on lookup and dropped by `expire`, so construction needs no clock).
         self._bindings: dict[str, dict[str, Binding]] = {}
+        # (branch, source, Call-ID, CSeq) -> (when answered, answer): for retransmissions.
+        self._answers: OrderedDict[tuple[str, str, str, str], tuple[float, bytes]] = OrderedDict()
         for b in store.load_bindings(float("-inf")):
             self._bindings.setdefault(b.aor, {})[_contact_key(b.contact)] = b
 
@@ -164,7 +173,38 @@ class Registrar:
 
     # -- REGISTER ---------------------------------------------------------------------
     def handle(self, request: Request, source: Peer, now: float) -> Response:
-        """Process a REGISTER per RFC 3261 §10.3 and return the response to send."""
+        """Process a REGISTER per RFC 3261 §10.3 and return the response to send
+        (the same response again for a retransmission of an answered REGISTER)."""
+        key = self._txn_key(request, source)
+        while self._answers:
+            when, _ = next(iter(self._answers.values()))
+            if when > now - _TXN_LIFETIME and len(self._answers) <= _MAX_REMEMBERED_ANSWERS:
+                break
+            self._answers.popitem(last=False)
+        if key is not None and key in self._answers:
+            answer = Message.parse(self._answers[key][1])
+            assert isinstance(answer, Response)
+            return answer
+        response = self._handle(request, source, now)
+        if key is not None:
+            self._answers[key] = (now, bytes(response))
+        return response
+
+    @staticmethod
+    def _txn_key(request: Request, source: Peer) -> tuple[str, str, str, str] | None:
+        """RFC 3261 §17.2.3 matching (branch, source, method), plus Call-ID and CSeq so a
+        client reusing a branch for a new request is not answered from the cache. Only
+        for RFC 3261 branches (the magic cookie); others are just processed again."""
+        try:
+            branch = request.via[0].parameters.get("branch") or ""
+            call_id, cseq = request.call_id, request.headers["CSeq"]
+        except (IndexError, KeyError, ValueError):
+            return None
+        if not branch.startswith("z9hG4bK"):
+            return None
+        return branch, f"{source.transport}:{source.host}:{source.port}", call_id, cseq
+
+    def _handle(self, request: Request, source: Peer, now: float) -> Response:
         if request.method != "REGISTER":
             return make_response(request, 405, headers=[("Allow", "REGISTER")])
         try:

@@ -34,6 +34,15 @@ class ToWorker:
 
 
 @dataclass(frozen=True)
+class Pending:
+    """The answer is not known yet (e.g. a media worker is still starting): the edge
+    sends 100 Trying, absorbs retransmissions and goes on when `future` resolves to a
+    `Reject` or `ToWorker`."""
+
+    future: object  # asyncio.Future[Reject | ToWorker]
+
+
+@dataclass(frozen=True)
 class Target:
     """One phone to ring: its registered Contact and where packets for it go."""
 
@@ -76,7 +85,7 @@ class Router(Protocol):
 
     def route_inbound(
         self, request: Request, caller: str, source: Peer, now: float
-    ) -> Reject | ToWorker:
+    ) -> Reject | ToWorker | Pending:
         """An authenticated extension's (or trunk's) INVITE: where does it go?"""
 
     def route_outbound(self, request: Request, source: Peer, now: float) -> Reject | Fork:

@@ -44,7 +44,9 @@ def dominant_frequency(path: str, skip_seconds: float = 0.5) -> float:
     return float(freqs[int(np.argmax(spectrum))])
 
 
-def band_energy_ratio(path: str, freq: float, skip_seconds: float = 0.5, width: float = 30.0) -> float:
+def band_energy_ratio(
+    path: str, freq: float, skip_seconds: float = 0.5, width: float = 30.0
+) -> float:
     """Share of the signal's energy within ``freq`` +/- ``width`` Hz (0..1)."""
     x, rate = read_mono(path, skip_seconds)
     if len(x) < 256:

@@ -208,9 +208,7 @@ class Phone:
         with self.cond:
             return dict(self.call_info.get(call, {}))
 
-    def wait_state(
-        self, call: str, state: str, timeout: float = DEFAULT_TIMEOUT
-    ) -> dict[str, Any]:
+    def wait_state(self, call: str, state: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
         """Wait until ``call`` has reached ``state``; returns {state, code, reason}.
 
         Raises at once if the call ended without reaching it, so a rejected call fails

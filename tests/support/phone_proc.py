@@ -212,7 +212,9 @@ class PhoneProc:
             self.timers.append((0.0, lambda: self.answer(name, 180)))
         else:
             code = self.auto_code
-            self.timers.append((time.monotonic() + self.auto_delay, lambda: self.answer(name, code)))
+            self.timers.append(
+                (time.monotonic() + self.auto_delay, lambda: self.answer(name, code))
+            )
 
     def on_call_state(self, call: PhoneCall) -> None:
         info = call.getInfo()
