@@ -122,8 +122,10 @@ class Coordinator:
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(EXPIRE_INTERVAL)
-            assert self.registrar is not None
-            self.registrar.expire(self.clock())
+            assert self.registrar is not None and self.edge is not None
+            now = self.clock()
+            self.registrar.expire(now)
+            self.edge.sweep(now)
 
     def describe(self) -> str:
         assert self.transports is not None

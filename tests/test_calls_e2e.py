@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.support.audio import band_energy_ratio, dominant_frequency
-from tests.support.phone import Phone
+from tests.support.phone import Phone, wait_until
 from tests.switch import EXTENSIONS
 
 
@@ -243,3 +243,38 @@ def _pid_of_worker(pids: list[int], slot: int) -> int:
         if b"--id" in args and args[args.index(b"--id") + 1] == str(slot).encode():
             return pid
     raise AssertionError(f"no worker process for slot {slot} among {pids}")
+
+
+def test_coordinator_crash_loses_no_record(switch, phone):
+    """SIGKILL the coordinator mid-call: its workers exit with it (their control socket
+    closes), and on the next start the open call is closed as failed, not left open."""
+    a, b = phone("101"), phone("102")
+    b.auto_answer(200)
+    call_a = a.call("102")
+    a.wait_state(call_a, "confirmed")
+    assert wait_until(lambda: switch.calls()[0]["answered"] is not None)
+    (open_call,) = switch.calls()
+    assert open_call["ended"] is None
+    workers = switch.worker_pids()
+    switch.stop(signal.SIGKILL)
+    for pid in workers:  # orphaned workers notice and exit on their own
+        assert _wait_gone(pid), f"worker {pid} outlived the coordinator"
+    switch.start()
+    (call,) = switch.calls()
+    assert call["id"] == open_call["id"]
+    assert (call["result"], call["cause"]) == ("failed", "switch restarted")
+    assert call["answered"] == open_call["answered"]  # what was recorded is kept
+    assert all(leg["ended"] is not None for leg in switch.legs(call["id"]))
+
+
+def _wait_gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().split()[2] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False

@@ -58,7 +58,9 @@ def apply_received(request: Request, source: Peer) -> None:
     if not vias:
         return
     changes: dict[str, str | None] = {"received": source.host}
-    if "rport" in vias[0].parameters:
+    # Over TCP the response must go back on the same connection (§18.2.2), which the
+    # transport finds by the remote port: note it even if the client did not ask.
+    if "rport" in vias[0].parameters or source.transport != "udp":
         changes["rport"] = str(source.port)
     vias[0] = dataclasses.replace(vias[0], parameters=vias[0].parameters.replace(**changes))
     request.headers.setlist("Via", [str(v) for v in vias])

@@ -716,6 +716,12 @@ class Edge:
             sent += 1
         return sent
 
+    def sweep(self, now: float, max_age: float = 12 * 3600.0) -> None:
+        """Forget dialogs whose BYE the edge never saw (a phone that vanished)."""
+        for call_id, dialog in list(self.dialogs.items()):
+            if now - dialog.created > max_age:
+                del self.dialogs[call_id]
+
     def _forget_dialog(self, request: Request) -> None:
         if request.method == "BYE":
             self.dialogs.pop(request.call_id, None)
