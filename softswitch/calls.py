@@ -101,14 +101,19 @@ class ExtensionCall:
         return [
             LegOpened(self.leg_a, "caller", self.caller, sip_call_id),
             LegOpened(self.leg_b, "callee", self.callee),
-            WorkerCommand({
-                "cmd": "originate", "leg": self.leg_b, "uri": self.callee_uri,
-                "headers": {"X-Call": self.call_id, "X-From": self.from_header},
-            }),
+            WorkerCommand(
+                {
+                    "cmd": "originate",
+                    "leg": self.leg_b,
+                    "uri": self.callee_uri,
+                    "headers": {"X-Call": self.call_id, "X-From": self.from_header},
+                }
+            ),
         ]
 
-    def on_state(self, leg: str, state: str, code: int | None, cause: str | None,
-                 stats: dict | None = None) -> list[Action]:
+    def on_state(
+        self, leg: str, state: str, code: int | None, cause: str | None, stats: dict | None = None
+    ) -> list[Action]:
         if leg == self.leg_a:
             return self._on_a(state, code, cause, stats or {})
         if leg == self.leg_b:
@@ -129,8 +134,7 @@ class ExtensionCall:
         return actions
 
     # -- caller leg --------------------------------------------------------------------
-    def _on_a(self, state: str, code: int | None, cause: str | None, stats: dict
-              ) -> list[Action]:
+    def _on_a(self, state: str, code: int | None, cause: str | None, stats: dict) -> list[Action]:
         actions: list[Action] = []
         if state == "confirmed" and self.a_state != "ended":
             self.a_state = "confirmed"
@@ -141,21 +145,37 @@ class ExtensionCall:
             self.a_state = "ended"
             if cause == "remote" and self.ended_by is None:
                 self.ended_by = "caller"
-            result = "answered" if was_answered else (
-                "cancelled" if self.ended_by == "caller" else "failed")
-            actions.append(LegClosed(self.leg_a, result, f"{self.ended_by or 'switch'} hung up"
-                                     if was_answered else self._why(result), code, stats))
+            result = (
+                "answered"
+                if was_answered
+                else ("cancelled" if self.ended_by == "caller" else "failed")
+            )
+            actions.append(
+                LegClosed(
+                    self.leg_a,
+                    result,
+                    f"{self.ended_by or 'switch'} hung up" if was_answered else self._why(result),
+                    code,
+                    stats,
+                )
+            )
             if self.b_state not in ("new", "ended"):
-                actions.append(WorkerCommand({"cmd": "hangup", "leg": self.leg_b,
-                                              "code": 487 if not was_answered else 200}))
+                actions.append(
+                    WorkerCommand(
+                        {
+                            "cmd": "hangup",
+                            "leg": self.leg_b,
+                            "code": 487 if not was_answered else 200,
+                        }
+                    )
+                )
             if self.ended_by == "caller" and self.answered_at is None:
                 self.outcome = ("cancelled", "caller hung up while ringing", 487)
             actions += self._maybe_close()
         return actions
 
     # -- callee leg --------------------------------------------------------------------
-    def _on_b(self, state: str, code: int | None, cause: str | None, stats: dict
-              ) -> list[Action]:
+    def _on_b(self, state: str, code: int | None, cause: str | None, stats: dict) -> list[Action]:
         actions: list[Action] = []
         if self.b_state == "ended":
             return actions
@@ -168,16 +188,18 @@ class ExtensionCall:
             actions.append(LegAnswered(self.leg_b))
             if self.a_state == "ringing":
                 self.a_state = "answering"
-                actions.append(WorkerCommand({"cmd": "answer", "leg": self.leg_a,
-                                              "code": 200}))
+                actions.append(WorkerCommand({"cmd": "answer", "leg": self.leg_a, "code": 200}))
         elif state == "disconnected":
             was_answered = self.b_state == "confirmed"
             self.b_state = "ended"
             if cause == "remote" and self.ended_by is None:
                 self.ended_by = "callee"
             if was_answered:
-                actions.append(LegClosed(self.leg_b, "answered",
-                                         f"{self.ended_by or 'switch'} hung up", code, stats))
+                actions.append(
+                    LegClosed(
+                        self.leg_b, "answered", f"{self.ended_by or 'switch'} hung up", code, stats
+                    )
+                )
             else:
                 relay, result = FAILURES.get(code or 0, (480, "unavailable"))
                 if self.fork_result in ("busy", "no-answer", "unavailable", "rejected"):
@@ -189,11 +211,11 @@ class ExtensionCall:
                     self.outcome = (result, self._why(result), code)
                 if self.a_state in ("ringing", "answering"):
                     self.ended_by = self.ended_by or "callee"
-                    actions.append(WorkerCommand({"cmd": "hangup", "leg": self.leg_a,
-                                                  "code": relay}))
+                    actions.append(
+                        WorkerCommand({"cmd": "hangup", "leg": self.leg_a, "code": relay})
+                    )
             if was_answered and self.a_state not in ("new", "ended"):
-                actions.append(WorkerCommand({"cmd": "hangup", "leg": self.leg_a,
-                                              "code": 200}))
+                actions.append(WorkerCommand({"cmd": "hangup", "leg": self.leg_a, "code": 200}))
             actions += self._maybe_close()
         return actions
 
@@ -201,8 +223,10 @@ class ExtensionCall:
     def _maybe_bridge(self) -> list[Action]:
         if self.a_state == "confirmed" and self.b_state == "confirmed" and not self.bridged:
             self.bridged = True
-            return [CallAnswered(),
-                    WorkerCommand({"cmd": "bridge", "a": self.leg_a, "b": self.leg_b})]
+            return [
+                CallAnswered(),
+                WorkerCommand({"cmd": "bridge", "a": self.leg_a, "b": self.leg_b}),
+            ]
         return []
 
     def _why(self, result: str) -> str:

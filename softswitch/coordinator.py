@@ -85,8 +85,14 @@ class Coordinator:
         auth = DigestAuthenticator(realm=sw.domain, secret=secret)
         self.registrar = Registrar(self.config, self.store, auth)
         self.transports = Transports(self._on_message, self._on_flow_closed)
-        self.edge = Edge(self.transports, self, self.registrar, secret=secret,
-                         public_host=sw.public_address, clock=self.clock)
+        self.edge = Edge(
+            self.transports,
+            self,
+            self.registrar,
+            secret=secret,
+            public_host=sw.public_address,
+            clock=self.clock,
+        )
         inside = await self.transports.listen_udp("127.0.0.1", 0, side="inside")
         for addr in sw.listen:
             if addr.transport == "udp":
@@ -94,10 +100,14 @@ class Coordinator:
             else:
                 await self.transports.listen_tcp(addr.host, addr.port)
         self.pool = Pool(
-            edge_port=inside.port, public_address=sw.public_address,
-            rtp_min=sw.rtp_port_min, rtp_max=sw.rtp_port_max,
-            min_workers=sw.workers_min, max_workers=sw.workers_max,
-            log_dir=self.data_dir / "logs", on_event=self._on_worker_event,
+            edge_port=inside.port,
+            public_address=sw.public_address,
+            rtp_min=sw.rtp_port_min,
+            rtp_max=sw.rtp_port_max,
+            min_workers=sw.workers_min,
+            max_workers=sw.workers_max,
+            log_dir=self.data_dir / "logs",
+            on_event=self._on_worker_event,
             on_death=self._on_worker_death,
         )
         await self.pool.start()
@@ -114,8 +124,7 @@ class Coordinator:
         if self.store is not None:
             now = self.clock()
             for call_id in list(self.calls):
-                self.store.close_call(call_id, ended=now, result="failed",
-                                      cause="switch stopped")
+                self.store.close_call(call_id, ended=now, result="failed", cause="switch stopped")
             self.store.close_stale(now, cause="switch stopped")
             self.store.close()
 
@@ -155,8 +164,9 @@ class Coordinator:
     def is_worker(self, host: str, port: int) -> bool:
         return self.pool is not None and self.pool.find_worker(host, port) is not None
 
-    def route_inbound(self, request: Request, caller: str, source: Peer, now: float
-                      ) -> Reject | ToWorker | Pending:
+    def route_inbound(
+        self, request: Request, caller: str, source: Peer, now: float
+    ) -> Reject | ToWorker | Pending:
         assert self.registrar is not None and self.pool is not None
         dialed = request.uri.user or ""
         callee = self.config.extension(dialed)
@@ -190,7 +200,9 @@ class Coordinator:
         me = self.config.extension(caller)
         name = (me.name if me else caller).replace('"', "")
         call = ExtensionCall(
-            call_id=call_id, caller=caller, callee=dialed,
+            call_id=call_id,
+            caller=caller,
+            callee=dialed,
             callee_uri=f"sip:{dialed}@{self.config.switch.domain}",
             from_header=f'"{name}" <sip:{caller}@{self.config.switch.domain}>',
         )
@@ -216,13 +228,19 @@ class Coordinator:
             call.on_fork_result("unavailable")
             return Reject(480)
         targets = tuple(
-            Target(contact=b.contact,
-                   dest=Peer(b.transport, b.source_host, b.source_port, None, "outside"),
-                   label=target)
+            Target(
+                contact=b.contact,
+                dest=Peer(b.transport, b.source_host, b.source_port, None, "outside"),
+                label=target,
+            )
             for b in bindings
         )
-        return Fork(targets=targets, ring_timeout=float(self.config.switch.ring_timeout),
-                    from_header=request.headers.get("X-From"), context=call)
+        return Fork(
+            targets=targets,
+            ring_timeout=float(self.config.switch.ring_timeout),
+            from_header=request.headers.get("X-From"),
+            context=call,
+        )
 
     def fork_finished(self, context: object, outcome: ForkOutcome, now: float) -> None:
         if not isinstance(context, ExtensionCall):
@@ -263,16 +281,16 @@ class Coordinator:
         call = self._call_for_leg(leg)
         if call is None:
             if event == "incoming":
-                log.warning("worker %s: incoming leg %s for no call; rejecting",
-                            worker.slot, leg)
+                log.warning("worker %s: incoming leg %s for no call; rejecting", worker.slot, leg)
                 assert self.pool is not None
                 self.pool.send(worker, {"cmd": "hangup", "leg": leg, "code": 481})
             return
         if event == "incoming":
             actions = call.on_incoming(msg.get("sip_call_id"))
         elif event == "state":
-            actions = call.on_state(leg, msg.get("state", ""), msg.get("code"),
-                                    msg.get("cause"), msg.get("stats"))
+            actions = call.on_state(
+                leg, msg.get("state", ""), msg.get("code"), msg.get("cause"), msg.get("stats")
+            )
         else:
             return
         self._apply(call, actions)
@@ -297,26 +315,47 @@ class Coordinator:
                 if worker is not None:
                     self.pool.send(worker, action.cmd)
             elif isinstance(action, LegOpened):
-                self.store.open_leg(action.leg, call_id=call.call_id, role=action.role,
-                                    party=action.party, started=now,
-                                    worker=worker.slot if worker else None,
-                                    sip_call_id=action.sip_call_id)
+                self.store.open_leg(
+                    action.leg,
+                    call_id=call.call_id,
+                    role=action.role,
+                    party=action.party,
+                    started=now,
+                    worker=worker.slot if worker else None,
+                    sip_call_id=action.sip_call_id,
+                )
             elif isinstance(action, LegAnswered):
                 self.store.leg_answered(action.leg, now)
             elif isinstance(action, LegClosed):
                 stats = action.stats or {}
-                self.store.close_leg(action.leg, ended=now, result=action.result,
-                                     cause=action.cause, sip_code=action.sip_code,
-                                     rx_packets=stats.get("rx_packets"),
-                                     rx_lost=stats.get("rx_lost"),
-                                     tx_packets=stats.get("tx_packets"))
+                self.store.close_leg(
+                    action.leg,
+                    ended=now,
+                    result=action.result,
+                    cause=action.cause,
+                    sip_code=action.sip_code,
+                    rx_packets=stats.get("rx_packets"),
+                    rx_lost=stats.get("rx_lost"),
+                    tx_packets=stats.get("tx_packets"),
+                )
             elif isinstance(action, CallAnswered):
                 self.store.call_answered(call.call_id, now)
             elif isinstance(action, CallClosed):
-                self.store.close_call(call.call_id, ended=now, result=action.result,
-                                      cause=action.cause, sip_code=action.sip_code)
-                log.info("call %s %s -> %s: %s (%s)", call.call_id, call.caller,
-                         call.callee, action.result, action.cause)
+                self.store.close_call(
+                    call.call_id,
+                    ended=now,
+                    result=action.result,
+                    cause=action.cause,
+                    sip_code=action.sip_code,
+                )
+                log.info(
+                    "call %s %s -> %s: %s (%s)",
+                    call.call_id,
+                    call.caller,
+                    call.callee,
+                    action.result,
+                    action.cause,
+                )
                 self.calls.pop(call.call_id, None)
                 w = self.call_worker.pop(call.call_id, None)
                 if w is not None:

@@ -26,11 +26,20 @@ def phone(switch: RunningSwitch) -> Iterator[Callable[..., Phone]]:
     """phone("101") -> a Phone registered as extension 101 (closed after the test)."""
     made: list[Phone] = []
 
-    def make(number: str, transport: str = "udp", register: bool = True,
-             password: str | None = None, server: RunningSwitch | None = None) -> Phone:
+    def make(
+        number: str,
+        transport: str = "udp",
+        register: bool = True,
+        password: str | None = None,
+        server: RunningSwitch | None = None,
+    ) -> Phone:
         target = server or switch
-        p = Phone(user=number, password=password or EXTENSIONS[number][1],
-                  server=target.server, transport=transport)
+        p = Phone(
+            user=number,
+            password=password or EXTENSIONS[number][1],
+            server=target.server,
+            transport=transport,
+        )
         made.append(p)
         if register:
             code = p.register()

@@ -54,8 +54,13 @@ def write_config(path: Path, port: int, data_dir: Path, **switch: object) -> Non
     settings.update({k: str(v) for k, v in switch.items()})
     lines = ["[switch]"] + [f"{k} = {v}" for k, v in settings.items()]
     for number, (name, password) in EXTENSIONS.items():
-        lines += ["", "[[extension]]", f'number = "{number}"', f'name = "{name}"',
-                  f'password = "{password}"']
+        lines += [
+            "",
+            "[[extension]]",
+            f'number = "{number}"',
+            f'name = "{name}"',
+            f'password = "{password}"',
+        ]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -79,7 +84,10 @@ class RunningSwitch:
         log = open(self.tmp / "switch.log", "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "softswitch", "run", "--config", str(self.config)],
-            stdout=subprocess.PIPE, stderr=log, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=env,
         )
         ready = threading.Event()
 
@@ -125,8 +133,12 @@ class RunningSwitch:
 
     def legs(self, call_id: str) -> list[dict]:
         with self.db() as conn:
-            return [dict(r) for r in conn.execute(
-                "SELECT * FROM legs WHERE call_id = ? ORDER BY role", (call_id,))]
+            return [
+                dict(r)
+                for r in conn.execute(
+                    "SELECT * FROM legs WHERE call_id = ? ORDER BY role", (call_id,)
+                )
+            ]
 
     def wait_for_call_closed(self, count: int = 1, timeout: float = 15.0) -> list[dict]:
         deadline = time.monotonic() + timeout
@@ -139,6 +151,7 @@ class RunningSwitch:
     def worker_pids(self) -> list[int]:
         """PIDs of the media workers this switch started (its child processes)."""
         assert self.proc is not None
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
-                             text=True).stdout
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True
+        ).stdout
         return [int(p) for p in out.split()]

@@ -12,8 +12,13 @@ from softswitch.calls import (
 
 
 def new_call() -> ExtensionCall:
-    return ExtensionCall(call_id="c1", caller="101", callee="102",
-                         callee_uri="sip:102@pbx", from_header='"Alice" <sip:101@pbx>')
+    return ExtensionCall(
+        call_id="c1",
+        caller="101",
+        callee="102",
+        callee_uri="sip:102@pbx",
+        from_header='"Alice" <sip:101@pbx>',
+    )
 
 
 def cmds(actions) -> list[dict]:
@@ -31,7 +36,9 @@ def test_incoming_opens_both_legs_and_originates_the_callee():
     actions = call.on_incoming("sipcid")
     opened = [a for a in actions if isinstance(a, LegOpened)]
     assert [(o.leg, o.role, o.party) for o in opened] == [
-        ("c1-a", "caller", "101"), ("c1-b", "callee", "102")]
+        ("c1-a", "caller", "101"),
+        ("c1-b", "callee", "102"),
+    ]
     (orig,) = cmds(actions)
     assert orig["cmd"] == "originate" and orig["leg"] == "c1-b"
     assert orig["uri"] == "sip:102@pbx"
@@ -42,7 +49,8 @@ def test_answered_call_is_bridged_and_closed_once_when_callee_hangs_up():
     call = new_call()
     call.on_incoming(None)
     assert cmds(call.on_state("c1-b", "early", 180, None)) == [
-        {"cmd": "ring", "leg": "c1-a", "code": 180}]
+        {"cmd": "ring", "leg": "c1-a", "code": 180}
+    ]
     actions = call.on_state("c1-b", "confirmed", 200, None)
     assert LegAnswered("c1-b") in actions
     assert cmds(actions) == [{"cmd": "answer", "leg": "c1-a", "code": 200}]

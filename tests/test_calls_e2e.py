@@ -55,7 +55,9 @@ def test_two_phones_call_and_hear_each_other(switch, phone, tmp_path, transport)
     assert call["started"] <= call["answered"] <= call["ended"]
     legs = switch.legs(call["id"])
     assert [(leg["role"], leg["party"], leg["result"]) for leg in legs] == [
-        ("callee", "102", "answered"), ("caller", "101", "answered")]
+        ("callee", "102", "answered"),
+        ("caller", "101", "answered"),
+    ]
     for leg in legs:
         assert leg["rx_packets"] > 40 and leg["ended"] is not None
 
@@ -106,8 +108,10 @@ def test_no_answer_gets_480_after_ring_timeout(tmp_path):
 
     sw = RunningSwitch(tmp_path, ring_timeout=5)
     try:
-        with Phone(user="101", password=EXTENSIONS["101"][1], server=sw.server) as a, \
-                Phone(user="102", password=EXTENSIONS["102"][1], server=sw.server) as b:
+        with (
+            Phone(user="101", password=EXTENSIONS["101"][1], server=sw.server) as a,
+            Phone(user="102", password=EXTENSIONS["102"][1], server=sw.server) as b,
+        ):
             assert a.register() == 200 and b.register() == 200
             b.auto_answer(None)  # let it ring
             call_a = a.call("102")
@@ -199,8 +203,7 @@ def test_capacity_reached_gets_503(tmp_path):
 
 def test_killed_worker_fails_its_calls_and_others_go_on(switch, phone, tmp_path):
     # Three calls: the pool fills a worker (two calls) before using the next one.
-    pairs = [(phone(x), phone(y)) for x, y in (("101", "102"), ("103", "104"),
-                                               ("105", "106"))]
+    pairs = [(phone(x), phone(y)) for x, y in (("101", "102"), ("103", "104"), ("105", "106"))]
     calls = []
     for caller, callee in pairs:
         callee.auto_answer(200)
@@ -216,7 +219,9 @@ def test_killed_worker_fails_its_calls_and_others_go_on(switch, phone, tmp_path)
     # the dead worker's two calls are recorded as failed, and their phones hung up
     closed = switch.wait_for_call_closed(2)
     assert sorted((c["caller"], c["result"], c["cause"]) for c in closed) == [
-        ("101", "failed", "media worker died"), ("103", "failed", "media worker died")]
+        ("101", "failed", "media worker died"),
+        ("103", "failed", "media worker died"),
+    ]
     for (caller, callee), (call_a, call_b) in zip(pairs[:2], calls[:2], strict=True):
         caller.wait_state(call_a, "disconnected")
         callee.wait_state(call_b, "disconnected")

@@ -76,15 +76,26 @@ class FakeRegistrar:
 
 def fork_of(ring_timeout: float = 30.0) -> Fork:
     return Fork(
-        targets=(Target("sip:102@10.0.0.5:5060", PHONE1, "102"),
-                 Target("sip:102@10.0.0.6:5062;transport=tcp", PHONE2, "102")),
-        ring_timeout=ring_timeout, from_header='"Alice" <sip:101@pbx>', context="call")
+        targets=(
+            Target("sip:102@10.0.0.5:5060", PHONE1, "102"),
+            Target("sip:102@10.0.0.6:5062;transport=tcp", PHONE2, "102"),
+        ),
+        ring_timeout=ring_timeout,
+        from_header='"Alice" <sip:101@pbx>',
+        context="call",
+    )
 
 
 def make_edge(router: FakeRouter) -> tuple[Edge, Recorder]:
     rec = Recorder()
-    edge = Edge(rec, router, FakeRegistrar(), secret=b"s" * 32, public_host="127.0.0.1",
-                clock=lambda: 1000.0)
+    edge = Edge(
+        rec,
+        router,
+        FakeRegistrar(),
+        secret=b"s" * 32,
+        public_host="127.0.0.1",
+        clock=lambda: 1000.0,
+    )
     return edge, rec
 
 
@@ -99,7 +110,7 @@ def worker_invite(branch: str = "z9hG4bKw1") -> bytes:
         "Call-ID: wcall@127.0.0.1\r\n"
         "CSeq: 1 INVITE\r\n"
         "Contact: <sip:127.0.0.1:6000>\r\n"
-        "X-Call: c1\r\nX-From: \"Alice\" <sip:101@pbx>\r\n"
+        'X-Call: c1\r\nX-From: "Alice" <sip:101@pbx>\r\n'
         "Content-Length: 0\r\n\r\n"
     ).encode()
 
@@ -173,8 +184,7 @@ async def test_first_answer_wins_and_the_other_branch_is_cancelled():
     assert methods(sent, PHONE1) == ["ACK"]  # hop-by-hop ACK of the 487
     assert responses(sent, WORKER) == []  # nothing more for the worker
     (outcome,) = router.outcomes
-    assert [(b.result, b.code) for b in outcome.branches] == [("cancelled", 487),
-                                                              ("answered", 200)]
+    assert [(b.result, b.code) for b in outcome.branches] == [("cancelled", 487), ("answered", 200)]
 
 
 async def test_busy_beats_unavailable():
@@ -223,8 +233,11 @@ async def test_worker_cancel_reaches_every_ringing_phone():
     (inv1, _), (inv2, _) = out
     edge.handle(reply(inv1, 180, "p1"), PHONE1)
     rec.take()
-    cancel = worker_invite().replace(b"INVITE sip", b"CANCEL sip").replace(
-        b"CSeq: 1 INVITE", b"CSeq: 1 CANCEL")
+    cancel = (
+        worker_invite()
+        .replace(b"INVITE sip", b"CANCEL sip")
+        .replace(b"CSeq: 1 INVITE", b"CSeq: 1 CANCEL")
+    )
     edge.handle(cancel, WORKER)
     sent = rec.take()
     assert responses(sent, WORKER) == [200]
@@ -346,10 +359,10 @@ async def test_max_forwards_exhausted():
 async def test_malformed_request_gets_400_and_garbage_is_dropped():
     edge, rec = make_edge(FakeRouter())
     bad = (
-        "OPTIONS sip:pbx SIP/2.0\r\nVia: SIP/2.0/UDP 10.1.1.1:5060;branch=z9hG4bKm\r\n"
-        "From: <sip:101@pbx>;tag=a\r\nTo: <sip:pbx>\r\nCall-ID: m\r\n"
-        "CSeq: notanumber OPTIONS\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
+        b"OPTIONS sip:pbx SIP/2.0\r\nVia: SIP/2.0/UDP 10.1.1.1:5060;branch=z9hG4bKm\r\n"
+        b"From: <sip:101@pbx>;tag=a\r\nTo: <sip:pbx>\r\nCall-ID: m\r\n"
+        b"CSeq: notanumber OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
     edge.handle(bad, CALLER)
     assert responses(rec.take(), CALLER) == [400]
     edge.handle(b"\x00\xff garbage \r\n\r\n", CALLER)

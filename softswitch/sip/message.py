@@ -12,15 +12,35 @@ from dataclasses import dataclass
 from sipmessage import Request, Response
 
 REASONS: dict[int, str] = {
-    100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 202: "Accepted",
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 407: "Proxy Authentication Required", 408: "Request Timeout",
-    413: "Request Entity Too Large", 416: "Unsupported URI Scheme",
-    420: "Bad Extension", 423: "Interval Too Brief", 480: "Temporarily Unavailable",
-    481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 483: "Too Many Hops",
-    484: "Address Incomplete", 486: "Busy Here", 487: "Request Terminated",
-    488: "Not Acceptable Here", 500: "Server Internal Error", 501: "Not Implemented",
-    503: "Service Unavailable", 504: "Server Time-out", 513: "Message Too Large",
+    100: "Trying",
+    180: "Ringing",
+    183: "Session Progress",
+    200: "OK",
+    202: "Accepted",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    413: "Request Entity Too Large",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    423: "Interval Too Brief",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    513: "Message Too Large",
     603: "Decline",
 }
 
@@ -66,9 +86,15 @@ def apply_received(request: Request, source: Peer) -> None:
     request.headers.setlist("Via", [str(v) for v in vias])
 
 
-def make_response(request: Request, code: int, reason: str | None = None,
-                  *, to_tag: str | None = None, body: bytes = b"",
-                  headers: list[tuple[str, str]] | None = None) -> Response:
+def make_response(
+    request: Request,
+    code: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    body: bytes = b"",
+    headers: list[tuple[str, str]] | None = None,
+) -> Response:
     """A response to `request` per RFC 3261 §8.2.6. A To tag is added to every
     final response except 100 when the request had none (`to_tag` or a fresh one)."""
     resp = Response(code=code, phrase=reason or REASONS.get(code, "Unknown"), body=body)

@@ -281,8 +281,14 @@ class Edge:
         request.max_forwards = mf - 1
         return True
 
-    def _respond(self, request: Request, source: Peer, code: int, reason: str | None = None,
-                 headers: list[tuple[str, str]] | None = None) -> bytes:
+    def _respond(
+        self,
+        request: Request,
+        source: Peer,
+        code: int,
+        reason: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> bytes:
         resp = make_response(request, code, reason, headers=headers)
         return self._send_response(resp, source)
 
@@ -297,8 +303,9 @@ class Edge:
                 request.headers.remove(key)
 
     def _forward(self, request: Request, dest: Peer, branch: str) -> None:
-        request.headers.setlist("Via", [self._via_for(dest, branch)]
-                                + request.headers.getlist("Via"))
+        request.headers.setlist(
+            "Via", [self._via_for(dest, branch)] + request.headers.getlist("Via")
+        )
         self.transports.send(bytes(request), dest)
 
     # ----------------------------------------------------------------- outside requests
@@ -324,8 +331,9 @@ class Edge:
             resp = self.registrar.handle(request, source, self.clock())  # type: ignore[attr-defined]
             self._send_response(resp, source)
         elif method == "OPTIONS":
-            self._respond(request, source, 200, headers=[("Allow", ALLOW),
-                                                         ("Accept", "application/sdp")])
+            self._respond(
+                request, source, 200, headers=[("Allow", ALLOW), ("Accept", "application/sdp")]
+            )
         elif method == "INVITE":
             self._on_outside_invite(request, source)
         elif method in ("SUBSCRIBE", "PUBLISH"):
@@ -354,8 +362,9 @@ class Edge:
             return
         if not self._decrement_max_forwards(request, source):
             return
-        branch = self._branch("fwd", request.via[0].parameters.get("branch", ""),
-                              request.method, str(source))
+        branch = self._branch(
+            "fwd", request.via[0].parameters.get("branch", ""), request.method, str(source)
+        )
         self._forward(request, Peer("udp", host, port, None, "inside"), branch)
 
     def _on_outside_invite(self, request: Request, source: Peer) -> None:
@@ -401,19 +410,25 @@ class Edge:
         fwd = self._copy(request)
         fwd.headers.remove("Proxy-Authorization")
         worker = decision.worker
-        fwd.uri = URI(scheme="sip", host=worker.host, port=worker.port,
-                      user=request.uri.user)
+        fwd.uri = URI(scheme="sip", host=worker.host, port=worker.port, user=request.uri.user)
         for key_, value in decision.headers:
             fwd.headers.add(key_, value)
         # RFC 5658 double Record-Route: the top entry faces the worker, the second the
         # phone (with its flow token, so requests toward it use its address/connection).
         rr_inside = self._record_route("inside", "udp", worker.host, None)
         rr_outside = self._record_route("outside", source.transport, source.host, source)
-        fwd.headers.setlist("Record-Route",
-                            [rr_inside, rr_outside] + fwd.headers.getlist("Record-Route"))
+        fwd.headers.setlist(
+            "Record-Route", [rr_inside, rr_outside] + fwd.headers.getlist("Record-Route")
+        )
         branch = self._branch("inv", txn.key, worker.host, str(worker.port))
-        self._start_branch(txn, fwd, worker, branch, BranchRecord(
-            label="worker", contact=str(fwd.uri), started=self.clock()), ring_timeout=None)
+        self._start_branch(
+            txn,
+            fwd,
+            worker,
+            branch,
+            BranchRecord(label="worker", contact=str(fwd.uri), started=self.clock()),
+            ring_timeout=None,
+        )
 
     # ----------------------------------------------------------------- inside requests
     def _on_inside_request(self, request: Request, source: Peer) -> None:
@@ -436,8 +451,9 @@ class Edge:
         else:
             self._respond(request, source, 403, "Forbidden (out-of-dialog from worker)")
 
-    def _forward_in_dialog_to_phone(self, request: Request, source: Peer,
-                                    flow: Peer | None) -> None:
+    def _forward_in_dialog_to_phone(
+        self, request: Request, source: Peer, flow: Peer | None
+    ) -> None:
         self._forget_dialog(request)
         if flow is None:
             if request.method != "ACK":
@@ -446,8 +462,9 @@ class Edge:
         if not self._decrement_max_forwards(request, source):
             return
         self._strip_internal(request)
-        branch = self._branch("fwd", request.via[0].parameters.get("branch", ""),
-                              request.method, str(source))
+        branch = self._branch(
+            "fwd", request.via[0].parameters.get("branch", ""), request.method, str(source)
+        )
         self._forward(request, flow, branch)
 
     def _on_inside_invite(self, request: Request, source: Peer) -> None:
@@ -463,8 +480,9 @@ class Edge:
         if isinstance(decision, Reject):
             self._respond(request, source, decision.code, decision.reason)
             return
-        txn = InviteTxn(key=key, request=request, source=source,
-                        context=decision.context, kind="fork")
+        txn = InviteTxn(
+            key=key, request=request, source=source, context=decision.context, kind="fork"
+        )
         self.txns[key] = txn
         txn.last_response = self._send_response(make_response(request, 100), source)
         self._add_fork_targets(txn, decision)
@@ -480,8 +498,13 @@ class Edge:
             txn.adding = False
         self._maybe_finish(txn)
 
-    def add_branch(self, txn: InviteTxn, target: Target, ring_timeout: float | None,
-                   from_header: str | None = None) -> Branch | None:
+    def add_branch(
+        self,
+        txn: InviteTxn,
+        target: Target,
+        ring_timeout: float | None,
+        from_header: str | None = None,
+    ) -> Branch | None:
         if txn.final_code is not None or txn.answered or txn.cancelled:
             return None
         fwd = self._copy(txn.request)
@@ -491,22 +514,32 @@ class Edge:
             tag = txn.request.from_address.parameters.get("tag")
             new_from = Address.parse(from_header)
             new_from = dataclasses.replace(
-                new_from, parameters=new_from.parameters.replace(tag=tag))
+                new_from, parameters=new_from.parameters.replace(tag=tag)
+            )
             fwd.headers.set("From", str(new_from))
-        rr_outside = self._record_route("outside", target.dest.transport, target.dest.host,
-                                        target.dest)
+        rr_outside = self._record_route(
+            "outside", target.dest.transport, target.dest.host, target.dest
+        )
         rr_inside = self._record_route("inside", "udp", txn.source.host, None)
-        fwd.headers.setlist("Record-Route",
-                            [rr_outside, rr_inside] + fwd.headers.getlist("Record-Route"))
-        branch = self._branch("inv", txn.key, target.contact, str(target.dest),
-                              str(len(txn.branches)))
-        record = BranchRecord(label=target.label, contact=target.contact,
-                              started=self.clock())
+        fwd.headers.setlist(
+            "Record-Route", [rr_outside, rr_inside] + fwd.headers.getlist("Record-Route")
+        )
+        branch = self._branch(
+            "inv", txn.key, target.contact, str(target.dest), str(len(txn.branches))
+        )
+        record = BranchRecord(label=target.label, contact=target.contact, started=self.clock())
         return self._start_branch(txn, fwd, target.dest, branch, record, ring_timeout)
 
     # ----------------------------------------------------------------- INVITE client side
-    def _start_branch(self, txn: InviteTxn, fwd: Request, dest: Peer, branch: str,
-                      record: BranchRecord, ring_timeout: float | None) -> Branch:
+    def _start_branch(
+        self,
+        txn: InviteTxn,
+        fwd: Request,
+        dest: Peer,
+        branch: str,
+        record: BranchRecord,
+        ring_timeout: float | None,
+    ) -> Branch:
         fwd.headers.setlist("Via", [self._via_for(dest, branch)] + fwd.headers.getlist("Via"))
         b = Branch(branch=branch, request=fwd, dest=dest, record=record)
         txn.branches.append(b)
@@ -529,7 +562,8 @@ class Edge:
         self.transports.send(data, b.dest)
         interval *= 2
         b.timer_a = asyncio.get_running_loop().call_later(
-            interval, self._retransmit, txn, b, data, interval)
+            interval, self._retransmit, txn, b, data, interval
+        )
 
     def _branch_timeout_b(self, txn: InviteTxn, b: Branch) -> None:
         if b.state in ("calling",) or (b.state == "proceeding" and b.cancelled):
@@ -562,8 +596,7 @@ class Edge:
         # If the phone never answers the CANCEL or the INVITE, give up after Timer B.
         if b.timer_b is not None:
             b.timer_b.cancel()
-        b.timer_b = asyncio.get_running_loop().call_later(
-            TIMER_B, self._branch_failed_if_open, b)
+        b.timer_b = asyncio.get_running_loop().call_later(TIMER_B, self._branch_failed_if_open, b)
 
     def _branch_failed_if_open(self, b: Branch) -> None:
         entry = self.client_branches.get(b.branch)
@@ -601,8 +634,11 @@ class Edge:
 
     def _via_is_ours(self, via: Via) -> bool:
         branch = via.parameters.get("branch", "")
-        return branch.startswith("z9hG4bK") and len(branch) == 31 and self._is_ours(
-            URI(scheme="sip", host=via.host, port=via.port or 5060))
+        return (
+            branch.startswith("z9hG4bK")
+            and len(branch) == 31
+            and self._is_ours(URI(scheme="sip", host=via.host, port=via.port or 5060))
+        )
 
     def _relay_response(self, resp: Response, vias: list[Via]) -> None:
         if len(vias) < 2:
@@ -625,8 +661,7 @@ class Edge:
         rport = via.parameters.get("rport")
         port = int(rport) if rport else (via.port or 5060)
         transport = via.transport.lower()
-        side = "inside" if (transport == "udp" and self.router.is_worker(host, port)) \
-            else "outside"
+        side = "inside" if (transport == "udp" and self.router.is_worker(host, port)) else "outside"
         return Peer(transport, host, port, None, side)
 
     def _on_branch_response(self, txn: InviteTxn, b: Branch, resp: Response) -> None:
@@ -663,7 +698,8 @@ class Edge:
             self._upstream(resp)
             if first:
                 asyncio.get_running_loop().call_later(
-                    TXN_LINGER, self.client_branches.pop, b.branch, None)
+                    TXN_LINGER, self.client_branches.pop, b.branch, None
+                )
             if first:
                 for other in txn.branches:
                     if other is not b:
@@ -691,8 +727,14 @@ class Edge:
         except (KeyError, IndexError, ValueError):
             return
         self.dialogs[resp.call_id] = PhoneDialog(
-            call_id=resp.call_id, worker=(worker.host, worker.port), phone=phone,
-            target=target, local=local, remote=remote, created=self.clock())
+            call_id=resp.call_id,
+            worker=(worker.host, worker.port),
+            phone=phone,
+            target=target,
+            local=local,
+            remote=remote,
+            created=self.clock(),
+        )
 
     def worker_gone(self, host: str, port: int) -> int:
         """A media worker died: send BYE to every phone that was in a dialog with it,
@@ -726,8 +768,7 @@ class Edge:
         if request.method == "BYE":
             self.dialogs.pop(request.call_id, None)
 
-    def _on_branch_final(self, txn: InviteTxn, b: Branch, resp: Response,
-                         synthetic: bool) -> None:
+    def _on_branch_final(self, txn: InviteTxn, b: Branch, resp: Response, synthetic: bool) -> None:
         if b.state in ("completed", "terminated"):
             return
         b.state = "completed"
@@ -784,13 +825,13 @@ class Edge:
             if relayed is not None:
                 txn.last_response = relayed
         if txn.kind == "fork":
-            outcome = ForkOutcome(code=txn.final_code or 500,
-                                  branches=[b.record for b in txn.branches])
+            outcome = ForkOutcome(
+                code=txn.final_code or 500, branches=[b.record for b in txn.branches]
+            )
             self._notify(self.router.fork_finished, txn.context, outcome, now)
         else:
             self._notify(self.router.inbound_finished, txn.context, txn.final_code or 500, now)
-        txn.linger = asyncio.get_running_loop().call_later(
-            TXN_LINGER, self.txns.pop, txn.key, None)
+        txn.linger = asyncio.get_running_loop().call_later(TXN_LINGER, self.txns.pop, txn.key, None)
 
     @staticmethod
     def _notify(fn: Callable, *args: object) -> None:
@@ -855,8 +896,9 @@ class Edge:
     # ----------------------------------------------------------------- ACK and CANCEL
     def _txn_key(self, request: Request) -> str:
         via = request.via[0]
-        return "|".join((via.parameters.get("branch", ""), via.host, str(via.port or ""),
-                         request.call_id))
+        return "|".join(
+            (via.parameters.get("branch", ""), via.host, str(via.port or ""), request.call_id)
+        )
 
     def _on_ack(self, request: Request, source: Peer, inside: bool) -> None:
         key = self._txn_key(request)

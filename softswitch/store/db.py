@@ -64,19 +64,22 @@ class Store:
         self.db.close()
 
     # -- calls and legs -----------------------------------------------------------------
-    def open_call(self, call_id: str, *, started: float, caller: str, callee: str,
-                  kind: str = "internal") -> None:
+    def open_call(
+        self, call_id: str, *, started: float, caller: str, callee: str, kind: str = "internal"
+    ) -> None:
         self.db.execute(
             "INSERT INTO calls (id, started, caller, callee, kind) VALUES (?, ?, ?, ?, ?)",
             (call_id, started, caller, callee, kind),
         )
 
     def call_answered(self, call_id: str, when: float) -> None:
-        self.db.execute("UPDATE calls SET answered = ? WHERE id = ? AND answered IS NULL",
-                        (when, call_id))
+        self.db.execute(
+            "UPDATE calls SET answered = ? WHERE id = ? AND answered IS NULL", (when, call_id)
+        )
 
-    def close_call(self, call_id: str, *, ended: float, result: str, cause: str,
-                   sip_code: int | None = None) -> None:
+    def close_call(
+        self, call_id: str, *, ended: float, result: str, cause: str, sip_code: int | None = None
+    ) -> None:
         """Close a call once; a second close (e.g. both legs reporting) is ignored."""
         self.db.execute(
             "UPDATE calls SET ended = ?, result = ?, cause = ?, sip_code = ? "
@@ -84,8 +87,17 @@ class Store:
             (ended, result, cause, sip_code, call_id),
         )
 
-    def open_leg(self, leg_id: str, *, call_id: str, role: str, party: str, started: float,
-                 worker: int | None = None, sip_call_id: str | None = None) -> None:
+    def open_leg(
+        self,
+        leg_id: str,
+        *,
+        call_id: str,
+        role: str,
+        party: str,
+        started: float,
+        worker: int | None = None,
+        sip_call_id: str | None = None,
+    ) -> None:
         self.db.execute(
             "INSERT INTO legs (id, call_id, role, party, started, worker, sip_call_id) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -93,12 +105,22 @@ class Store:
         )
 
     def leg_answered(self, leg_id: str, when: float) -> None:
-        self.db.execute("UPDATE legs SET answered = ? WHERE id = ? AND answered IS NULL",
-                        (when, leg_id))
+        self.db.execute(
+            "UPDATE legs SET answered = ? WHERE id = ? AND answered IS NULL", (when, leg_id)
+        )
 
-    def close_leg(self, leg_id: str, *, ended: float, result: str, cause: str,
-                  sip_code: int | None = None, rx_packets: int | None = None,
-                  rx_lost: int | None = None, tx_packets: int | None = None) -> None:
+    def close_leg(
+        self,
+        leg_id: str,
+        *,
+        ended: float,
+        result: str,
+        cause: str,
+        sip_code: int | None = None,
+        rx_packets: int | None = None,
+        rx_lost: int | None = None,
+        tx_packets: int | None = None,
+    ) -> None:
         self.db.execute(
             "UPDATE legs SET ended = ?, result = ?, cause = ?, sip_code = ?, rx_packets = ?, "
             "rx_lost = ?, tx_packets = ? WHERE id = ? AND ended IS NULL",
@@ -136,8 +158,19 @@ class Store:
             "INSERT OR REPLACE INTO bindings (aor, contact, expires, transport, source_host, "
             "source_port, call_id, cseq, q, user_agent, updated) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (b.aor, b.contact, b.expires, b.transport, b.source_host, b.source_port,
-             b.call_id, b.cseq, b.q, b.user_agent, b.updated),
+            (
+                b.aor,
+                b.contact,
+                b.expires,
+                b.transport,
+                b.source_host,
+                b.source_port,
+                b.call_id,
+                b.cseq,
+                b.q,
+                b.user_agent,
+                b.updated,
+            ),
         )
 
     def delete_binding(self, aor: str, contact: str | None = None) -> None:
@@ -145,8 +178,7 @@ class Store:
         if contact is None:
             self.db.execute("DELETE FROM bindings WHERE aor = ?", (aor,))
         else:
-            self.db.execute("DELETE FROM bindings WHERE aor = ? AND contact = ?",
-                            (aor, contact))
+            self.db.execute("DELETE FROM bindings WHERE aor = ? AND contact = ?", (aor, contact))
 
     def load_bindings(self, now: float) -> list[Binding]:
         """Live bindings; expired ones are deleted on the way."""
