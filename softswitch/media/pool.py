@@ -281,6 +281,8 @@ class Pool:
         `timeout`. None at once when no worker is starting: the pool is at capacity."""
         self._top_up()
         if self._spawning == 0:
+            self._spawn()  # None when every slot of the pool is taken
+        if self._spawning == 0:
             return None
         loop = asyncio.get_running_loop()
         fut: asyncio.Future = loop.create_future()
