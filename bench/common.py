@@ -366,3 +366,10 @@ def percentile(values: Sequence[float], p: float) -> float:
     k = (len(s) - 1) * p / 100.0
     lo, hi = int(k), min(int(k) + 1, len(s) - 1)
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def udp_rcvbuf_errors() -> int:
+    """Host-wide count of UDP datagrams dropped because a socket buffer was full."""
+    with open("/proc/net/snmp") as f:
+        rows = [ln.split() for ln in f if ln.startswith("Udp:")]
+    return int(dict(zip(rows[0][1:], rows[1][1:], strict=True))["RcvbufErrors"])
