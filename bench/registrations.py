@@ -20,7 +20,7 @@ from bench.common import (
     workdir,
 )
 
-RATES = (500, 1000, 2000, 4000, 6000)
+RATES = (500, 1000, 2000, 2500, 3000, 4000)
 STEP_SECONDS = 4
 EXTENSIONS = 1000
 TARGET = 2000
