@@ -87,10 +87,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     log.info("starting with %s", file)
     try:
-        run(config)
+        return int(run(config) or 0)
     except KeyboardInterrupt:
         return 130
-    return 0
 
 
 def cmd_version(args: argparse.Namespace) -> int:

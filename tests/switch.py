@@ -41,12 +41,13 @@ def free_port() -> int:
 
 
 def write_config(path: Path, port: int, data_dir: Path, **switch: object) -> None:
-    rtp = switch.pop("rtp_base", 40000 + (port % 200) * 100)
+    # Switches of tests running side by side get disjoint RTP ranges (400 ports each).
+    rtp = switch.pop("rtp_base", 20000 + (port % 100) * 400)
     settings = {
         "domain": '"softswitch.test"',
         "listen": f'["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]',
         "data_dir": f'"{data_dir}"',
-        "rtp_ports": f'"{rtp}-{int(rtp) + 799}"',
+        "rtp_ports": f'"{rtp}-{int(rtp) + 399}"',
         "workers": "1",
         "max_workers": "4",
         "ring_timeout": "10",

@@ -374,3 +374,13 @@ async def test_requests_on_the_inside_socket_from_strangers_are_dropped():
     edge, rec = make_edge(FakeRouter(fork_of()))
     edge.handle(worker_invite(), Peer("udp", "127.0.0.1", 6999, None, "inside"))
     assert rec.take() == []
+
+
+async def test_a_request_carrying_our_own_via_is_a_loop():
+    edge, rec = make_edge(FakeRouter(fork_of()))
+    edge.handle(worker_invite(), WORKER)
+    ((inv, _), _) = invites(rec.take())
+    # the forked INVITE somehow comes back to us from outside
+    looped = bytes(inv).replace(b"Proxy-Authorization", b"X-Nothing")
+    edge.handle(looped, CALLER)
+    assert responses(rec.take(), CALLER) == [482]

@@ -286,7 +286,6 @@ def test_call_between_two_sipp_phones(switch, sipp, tmp_path, caller_transport):
 
     # the INVITE the callee got: to its Contact, via the switch, record-routed by it
     assert uas.log_values("RURI=") == [contact]
-    (vias,) = uas.log_values("INVITE-")[:1]
     vias = header_entries(uas.log_values("INVITE-Via")[0])
     assert vias[0].startswith(f"SIP/2.0/UDP {edge};branch=z9hG4bK"), vias
     rrs = header_entries(uas.log_values("INVITE-Record-Route")[0])

@@ -154,6 +154,11 @@ class Edge:
         else:
             self.stats["requests"] += 1
             apply_received(msg, peer)
+            if msg.method != "ACK" and any(self._via_is_ours(v) for v in msg.via):
+                # Every request the edge forwards ends at a worker or a phone; one that
+                # comes back with our Via in it is looping (§16.3 step 4).
+                self._respond(msg, peer, 482)
+                return
             inside = peer.side == "inside" and self.router.is_worker(peer.host, peer.port)
             if peer.side == "inside" and not inside:
                 log.warning("inside socket: request from non-worker %s dropped", peer)
