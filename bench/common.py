@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
 SIPP_DIR = BENCH_DIR / "sipp"
 DOMAIN = "bench.test"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -133,18 +135,17 @@ class Switch:
     def check(self) -> None:
         res = subprocess.run(
             [sys.executable, "-m", "softswitch", "check", "--config", str(self.config)],
-            capture_output=True, text=True)
+            capture_output=True, text=True, cwd=REPO, env=self.env())
         if res.returncode != 0:
             raise RuntimeError(f"softswitch check refused the bench config:\n{res.stderr}")
 
     def start(self, timeout: float = 120.0) -> None:
         self.check()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "softswitch", "--log-level", self.log_level, "run",
                  "--config", str(self.config)],
-                stdout=subprocess.PIPE, stderr=log, text=True, env=env,
+                stdout=subprocess.PIPE, stderr=log, text=True, env=self.env(), cwd=REPO,
                 start_new_session=True,
             )
         ready = threading.Event()
@@ -160,6 +161,11 @@ class Switch:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError("softswitch did not start:\n" + self.log_tail())
+
+    @staticmethod
+    def env() -> dict[str, str]:
+        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+        return dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=path)
 
     @property
     def pid(self) -> int:
@@ -258,6 +264,9 @@ class Sipp:
                 "-trace_err", "-error_file", str(workdir / f"{name}.errors.log"),
                 *args]
         self.cmd = cmd
+        audio = workdir / "bench_ulaw.raw"  # rtp_stream files are relative to the cwd
+        if not audio.exists():
+            shutil.copy(SIPP_DIR / "bench_ulaw.raw", audio)
         self.t0 = time.monotonic()
         with open(self.err, "wb") as err:
             self.proc = subprocess.Popen(cmd, cwd=workdir, stdin=subprocess.DEVNULL,
@@ -354,8 +363,6 @@ def workdir(name: str) -> Iterator[Path]:
         if os.environ.get("BENCH_KEEP"):
             print(f"(kept {path})")
         else:
-            import shutil
-
             shutil.rmtree(path, ignore_errors=True)
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "default_config_path",
     "load_config",
     "parse_config",
+    "validate",
     "RTP_PORTS_PER_WORKER",
     "MIN_RTP_PORTS",
     "SCHEMA",
@@ -969,13 +970,13 @@ class _Validator:
         """Check one table against the section's fields; the built object or None."""
         fields = {f.key: f for f in section.fields}
         ok = True
+        suggested: set[str] = set()
         for key in raw:
             if key not in fields:
-                allowed = ", ".join(fields)
-                self.report(
-                    (*path, key),
-                    f"unknown key; {_suggest(key, list(fields))}allowed keys: {allowed}",
-                )
+                close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+                suggested.update(close)
+                hint = f'did you mean "{close[0]}"? ' if close else ""
+                self.report((*path, key), f"unknown key; {hint}allowed keys: {', '.join(fields)}")
                 ok = False
         ctx = Context(self.base_dir, raw)
         values: dict[str, Any] = {}
@@ -983,8 +984,10 @@ class _Validator:
             fpath = (*path, f.key)
             if f.key not in raw:
                 if f.default is REQUIRED:
-                    what = f.expected or " or ".join(_type_name(t) for t in f.types)
-                    self.report(fpath, f"required key is missing; expected {what}: {f.doc}")
+                    # a misspelling of it was reported above: one fix, so one message
+                    if f.key not in suggested:
+                        what = f.expected or " or ".join(_type_name(t) for t in f.types)
+                        self.report(fpath, f"required key is missing; expected {what}: {f.doc}")
                     ok = False
                 elif f.default is FROM_DATACLASS:
                     defaults = tuple(_dataclass_default(section.cls, a) for a in f.attrs)
@@ -1054,8 +1057,16 @@ def _syntax_line(text: str, message: str) -> int:
     return max(len(lines), 1)
 
 
-def parse_config(text: str, *, file: str = "<config>", base_dir: Path | None = None) -> Config:
-    """Validate TOML text; `base_dir` anchors relative paths (default: the cwd)."""
+def validate(
+    text: str,
+    *,
+    file: str = "<config>",
+    base_dir: Path | None = None,
+    schema: Schema = SCHEMA,
+) -> dict[str, Any]:
+    """Parse and check TOML text against `schema`: the built value of each section by
+    name, or `ConfigError` with every problem. Split from `parse_config` so a schema can
+    be exercised on its own (tests, future sub-configs)."""
     base = (base_dir or Path.cwd()).absolute()
     try:
         data = tomllib.loads(text)
@@ -1072,12 +1083,17 @@ def parse_config(text: str, *, file: str = "<config>", base_dir: Path | None = N
             [ConfigProblem(file, line, "syntax", f"{detail}{where}; expected valid TOML")]
         ) from None
     validator = _Validator(file=file, lines=key_lines(text), base_dir=base)
-    built = validator.run(data, SCHEMA)
+    built = validator.run(data, schema)
     if built is None or validator.problems:
-        problems = sorted(validator.problems, key=lambda p: p.line or 0)
-        raise ConfigError(problems)
-    kwargs = {s.config_attr: built[s.name] for s in SCHEMA.sections}
-    return Config(**kwargs)
+        raise ConfigError(sorted(validator.problems, key=lambda p: p.line or 0))
+    return built
+
+
+def parse_config(text: str, *, file: str = "<config>", base_dir: Path | None = None) -> Config:
+    """Validate TOML text into a `Config`; `base_dir` anchors relative paths (default:
+    the cwd). `source` is left None (`load_config` sets it)."""
+    built = validate(text, file=file, base_dir=base_dir)
+    return Config(**{s.config_attr: built[s.name] for s in SCHEMA.sections})
 
 
 def load_config(path: str | Path, *, base_dir: Path | None = None) -> Config:

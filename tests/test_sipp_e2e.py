@@ -206,7 +206,8 @@ def test_register_auth_scenario_then_unregister(switch, sipp, tmp_path, transpor
     assert received(msgs, "SIP/2.0 200") >= len(USERS), reg.report()
     assert "WWW-Authenticate: Digest" in msgs
 
-    contact = "sip:{}@127.0.0.1:%d;transport=%s" % (port, transport.upper())
+    hostport = f"127.0.0.1:{port}"
+    contact = "sip:{}@%s;transport=%s" % (hostport, transport.upper())
     if transport == "udp":
         rows = bindings(switch)
         assert sorted(r["aor"] for r in rows) == USERS
@@ -216,7 +217,7 @@ def test_register_auth_scenario_then_unregister(switch, sipp, tmp_path, transpor
                 "udp", "127.0.0.1", port)
         # unregister: the same Contact with Expires 0, from the same place
         csv = write_csv(tmp_path / "unreg.csv",
-                        [[u, DOMAIN, auth_field(u), contact.format(u), "0"] for u in USERS])
+                        [[u, DOMAIN, auth_field(u), hostport, "0"] for u in USERS])
         unreg = sipp.run("unregister", "register_as.xml", port, inf=csv, calls=len(USERS))
         assert unreg.log_values("REGISTER ") and all(
             v.endswith("200 Contact=") for v in unreg.log_values("REGISTER ")), unreg.report()
@@ -226,8 +227,8 @@ def test_register_auth_scenario_then_unregister(switch, sipp, tmp_path, transpor
         # connection closes, its bindings go at once (RFC 5626 spirit).
         assert wait_until(lambda: bindings(switch) == []), bindings(switch)
         # register and unregister over one connection: 4 REGISTERs, then 4 with Expires 0
-        rows = [[u, DOMAIN, auth_field(u), contact.format(u), "3600"] for u in USERS]
-        rows += [[u, DOMAIN, auth_field(u), contact.format(u), "0"] for u in USERS]
+        rows = [[u, DOMAIN, auth_field(u), hostport, "3600"] for u in USERS]
+        rows += [[u, DOMAIN, auth_field(u), hostport, "0"] for u in USERS]
         csv = write_csv(tmp_path / "reg-unreg.csv", rows)
         both = sipp.run("reg-unreg", "register_as.xml", port, transport="tcp", inf=csv,
                         calls=len(rows), extra=("-l", "1", "-r", "20"))
@@ -244,10 +245,11 @@ def test_register_auth_scenario_then_unregister(switch, sipp, tmp_path, transpor
 # (b) a call between two SIPp phones through the switch
 
 
-def register_phone(sipp: Sipp, tmp_path: Path, number: str, port: int, contact: str,
+def register_phone(sipp: Sipp, tmp_path: Path, number: str, port: int, hostport: str,
                    name: str = "callee-register") -> SippRun:
+    """REGISTER over UDP from 127.0.0.1:port with Contact sip:NUMBER@HOSTPORT."""
     csv = write_csv(tmp_path / f"{name}.csv",
-                    [[number, DOMAIN, auth_field(number), contact, "300"]])
+                    [[number, DOMAIN, auth_field(number), hostport, "300"]])
     return sipp.run(name, "register_as.xml", port, inf=csv)
 
 
@@ -279,8 +281,8 @@ def branch_of(via: str) -> str:
 @pytest.mark.parametrize("caller_transport", ["udp", "tcp"])
 def test_call_between_two_sipp_phones(switch, sipp, tmp_path, caller_transport):
     callee_port = free_port()
-    contact = f"sip:102@127.0.0.1:{callee_port}"
-    register_phone(sipp, tmp_path, "102", callee_port, contact)
+    contact = f"sip:102@127.0.0.1:{callee_port};transport=UDP"
+    register_phone(sipp, tmp_path, "102", callee_port, f"127.0.0.1:{callee_port}")
     uac, uas = place_call(sipp, tmp_path, callee_port, contact, caller_transport)
     edge = f"127.0.0.1:{switch.port}"
 
@@ -327,9 +329,10 @@ def test_call_reaches_phone_at_its_source_address_not_its_contact(switch, sipp, 
         pytest.skip(f"cannot bind 127.0.0.2 here: {exc}")
     decoy.setblocking(False)
     with decoy:
-        nat_contact = f"sip:102@127.0.0.2:{decoy.getsockname()[1]}"
+        nat_hostport = f"127.0.0.2:{decoy.getsockname()[1]}"
+        nat_contact = f"sip:102@{nat_hostport};transport=UDP"
         callee_port = free_port()
-        register_phone(sipp, tmp_path, "102", callee_port, nat_contact)
+        register_phone(sipp, tmp_path, "102", callee_port, nat_hostport)
         (row,) = bindings(switch)
         assert row["contact"] == nat_contact
         assert (row["source_host"], row["source_port"]) == ("127.0.0.1", callee_port)
