@@ -163,7 +163,11 @@ class Edge:
             if peer.side == "inside" and not inside:
                 log.warning("inside socket: request from non-worker %s dropped", peer)
                 return
-            if inside:
+            if msg.method == "ACK":
+                self._on_ack(msg, peer, inside=inside)
+            elif msg.method == "CANCEL":
+                self._on_cancel(msg, peer)
+            elif inside:
                 self._on_inside_request(msg, peer)
             else:
                 self._on_outside_request(msg, peer)
@@ -317,12 +321,6 @@ class Edge:
     def _on_outside_request(self, request: Request, source: Peer) -> None:
         self._strip_internal(request)
         method = request.method
-        if method == "ACK":
-            self._on_ack(request, source, inside=False)
-            return
-        if method == "CANCEL":
-            self._on_cancel(request, source)
-            return
         self._pop_our_routes(request)  # a pre-loaded route to us (outbound proxy) too
         if request.route:
             # Loose routing on to someone else: the edge is not an open relay.
@@ -438,12 +436,6 @@ class Edge:
     # ----------------------------------------------------------------- inside requests
     def _on_inside_request(self, request: Request, source: Peer) -> None:
         method = request.method
-        if method == "ACK":
-            self._on_ack(request, source, inside=True)
-            return
-        if method == "CANCEL":
-            self._on_cancel(request, source)
-            return
         popped, flow = self._pop_our_routes(request)
         if self._to_tag(request) or request.route:
             # In dialog: toward the phone whose flow our Record-Route carries.
