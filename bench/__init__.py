@@ -1,0 +1,1 @@
+"""Capacity benchmarks of softswitch: `python -m bench [NAME ...]` (see bench/README.md)."""

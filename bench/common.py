@@ -103,8 +103,9 @@ class CpuMeter:
 class Switch:
     """A running `softswitch run` on free ports, with `count` generated extensions."""
 
-    def __init__(self, tmp: Path, numbers: Sequence[str], *, log_level: str = "INFO",
-                 **switch: object) -> None:
+    def __init__(
+        self, tmp: Path, numbers: Sequence[str], *, log_level: str = "INFO", **switch: object
+    ) -> None:
         self.tmp = tmp
         self.numbers = list(numbers)
         self.port = free_port()
@@ -128,14 +129,23 @@ class Switch:
         settings.update({k: str(v) for k, v in switch.items()})
         lines = ["[switch]"] + [f"{k} = {v}" for k, v in settings.items()]
         for number in self.numbers:
-            lines += ["", "[[extension]]", f'number = "{number}"', f'name = "Ext {number}"',
-                      f'password = "{password(number)}"']
+            lines += [
+                "",
+                "[[extension]]",
+                f'number = "{number}"',
+                f'name = "Ext {number}"',
+                f'password = "{password(number)}"',
+            ]
         self.config.write_text("\n".join(lines) + "\n")
 
     def check(self) -> None:
         res = subprocess.run(
             [sys.executable, "-m", "softswitch", "check", "--config", str(self.config)],
-            capture_output=True, text=True, cwd=REPO, env=self.env())
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=self.env(),
+        )
         if res.returncode != 0:
             raise RuntimeError(f"softswitch check refused the bench config:\n{res.stderr}")
 
@@ -143,9 +153,21 @@ class Switch:
         self.check()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "softswitch", "--log-level", self.log_level, "run",
-                 "--config", str(self.config)],
-                stdout=subprocess.PIPE, stderr=log, text=True, env=self.env(), cwd=REPO,
+                [
+                    sys.executable,
+                    "-m",
+                    "softswitch",
+                    "--log-level",
+                    self.log_level,
+                    "run",
+                    "--config",
+                    str(self.config),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=self.env(),
+                cwd=REPO,
                 start_new_session=True,
             )
         ready = threading.Event()
@@ -186,8 +208,11 @@ class Switch:
     def log_grep(self, *words: str) -> list[str]:
         if not self.log_path.exists():
             return []
-        return [ln for ln in self.log_path.read_text(errors="replace").splitlines()
-                if any(w in ln for w in words)]
+        return [
+            ln
+            for ln in self.log_path.read_text(errors="replace").splitlines()
+            if any(w in ln for w in words)
+        ]
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM the switch (it stops its workers), then SIGKILL by PID what is left."""
@@ -214,8 +239,9 @@ class Switch:
         with contextlib.closing(self.db()) as conn:
             return [dict(r) for r in conn.execute(sql, args)]
 
-    def users_csv(self, path: Path, numbers: Sequence[str] | None = None,
-                  order: str = "SEQUENTIAL") -> Path:
+    def users_csv(
+        self, path: Path, numbers: Sequence[str] | None = None, order: str = "SEQUENTIAL"
+    ) -> Path:
         """A SIPp injection file: number;domain;[authentication ...] per extension."""
         with open(path, "w") as f:
             f.write(order + "\n")
@@ -250,8 +276,16 @@ class SippResult:
 class Sipp:
     """One SIPp process in the background (-bg is not used: we keep its PID)."""
 
-    def __init__(self, scenario: str, remote: str | None, *, port: int, workdir: Path,
-                 args: Sequence[str] = (), name: str = "sipp") -> None:
+    def __init__(
+        self,
+        scenario: str,
+        remote: str | None,
+        *,
+        port: int,
+        workdir: Path,
+        args: Sequence[str] = (),
+        name: str = "sipp",
+    ) -> None:
         self.workdir = workdir
         self.name = name
         self.stf = workdir / f"{name}.csv"
@@ -259,18 +293,33 @@ class Sipp:
         cmd = ["sipp"]
         if remote:
             cmd.append(remote)
-        cmd += ["-sf", str(SIPP_DIR / scenario), "-i", "127.0.0.1", "-p", str(port),
-                "-nostdin", "-trace_stat", "-stf", str(self.stf), "-fd", "1",
-                "-trace_err", "-error_file", str(workdir / f"{name}.errors.log"),
-                *args]
+        cmd += [
+            "-sf",
+            str(SIPP_DIR / scenario),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-nostdin",
+            "-trace_stat",
+            "-stf",
+            str(self.stf),
+            "-fd",
+            "1",
+            "-trace_err",
+            "-error_file",
+            str(workdir / f"{name}.errors.log"),
+            *args,
+        ]
         self.cmd = cmd
         audio = workdir / "bench_ulaw.raw"  # rtp_stream files are relative to the cwd
         if not audio.exists():
             shutil.copy(SIPP_DIR / "bench_ulaw.raw", audio)
         self.t0 = time.monotonic()
         with open(self.err, "wb") as err:
-            self.proc = subprocess.Popen(cmd, cwd=workdir, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=err)
+            self.proc = subprocess.Popen(
+                cmd, cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+            )
 
     @property
     def pid(self) -> int:
@@ -297,8 +346,12 @@ class Sipp:
 
     def result(self) -> SippResult:
         wall = time.monotonic() - self.t0
-        return SippResult(self.proc.returncode if self.proc.returncode is not None else -1,
-                          read_stf(self.stf), wall, self.err.read_text(errors="replace"))
+        return SippResult(
+            self.proc.returncode if self.proc.returncode is not None else -1,
+            read_stf(self.stf),
+            wall,
+            self.err.read_text(errors="replace"),
+        )
 
     def errors(self, lines: int = 5) -> list[str]:
         path = self.workdir / f"{self.name}.errors.log"
@@ -319,18 +372,25 @@ def read_stf(path: Path) -> dict[str, str]:
     return dict(zip(rows[0], rows[-1], strict=False))
 
 
-def register(switch: Switch, numbers: Sequence[str], port: int, workdir: Path,
-             name: str = "register") -> SippResult:
+def register(
+    switch: Switch, numbers: Sequence[str], port: int, workdir: Path, name: str = "register"
+) -> SippResult:
     """Register `numbers` from 127.0.0.1:port (SIPp, digest auth); the switch then sends
     INVITEs for them to that port (it routes to the REGISTER's source address)."""
     csv_path = switch.users_csv(workdir / f"{name}-users.csv", numbers)
-    run = Sipp("register_auth.xml", f"127.0.0.1:{switch.port}", port=port, workdir=workdir,
-               name=name, args=["-inf", str(csv_path), "-m", str(len(numbers)), "-r", "200",
-                                "-timeout", "20s"])
+    run = Sipp(
+        "register_auth.xml",
+        f"127.0.0.1:{switch.port}",
+        port=port,
+        workdir=workdir,
+        name=name,
+        args=["-inf", str(csv_path), "-m", str(len(numbers)), "-r", "200", "-timeout", "20s"],
+    )
     res = run.wait(30)
     if res.returncode != 0:
-        raise RuntimeError(f"registering {len(numbers)} extension(s) failed: "
-                           f"{res.stderr[-500:]} {run.errors()}")
+        raise RuntimeError(
+            f"registering {len(numbers)} extension(s) failed: {res.stderr[-500:]} {run.errors()}"
+        )
     return res
 
 

@@ -51,9 +51,11 @@ def digest(challenge: str, method: str, uri: str, user: str, pw: str) -> str:
     ha2 = md5(f"{method}:{uri}")
     cnonce = secrets.token_hex(8)
     resp = md5(f"{ha1}:{params['nonce']}:00000001:{cnonce}:auth:{ha2}")
-    out = (f'Digest username="{user}", realm="{params["realm"]}", nonce="{params["nonce"]}",'
-           f' uri="{uri}", response="{resp}", algorithm=MD5, qop=auth, nc=00000001,'
-           f' cnonce="{cnonce}"')
+    out = (
+        f'Digest username="{user}", realm="{params["realm"]}", nonce="{params["nonce"]}",'
+        f' uri="{uri}", response="{resp}", algorithm=MD5, qop=auth, nc=00000001,'
+        f' cnonce="{cnonce}"'
+    )
     if "opaque" in params:
         out += f', opaque="{params["opaque"]}"'
     return out
@@ -63,8 +65,15 @@ def parse(data: bytes) -> tuple[str, dict[str, list[str]], str]:
     head, _, body = data.decode(errors="replace").partition("\r\n\r\n")
     lines = head.split("\r\n")
     headers: dict[str, list[str]] = {}
-    compact = {"v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact",
-               "l": "content-length", "c": "content-type"}
+    compact = {
+        "v": "via",
+        "f": "from",
+        "t": "to",
+        "i": "call-id",
+        "m": "contact",
+        "l": "content-length",
+        "c": "content-type",
+    }
     for ln in lines[1:]:
         name, _, value = ln.partition(":")
         key = name.strip().lower()
@@ -90,8 +99,17 @@ class UA:
         data, _ = self.sock.recvfrom(65535)
         return parse(data)
 
-    def request(self, method: str, uri: str, call_id: str, cseq: int, to: str,
-                extra: str = "", body: str = "", branch: str | None = None) -> str:
+    def request(
+        self,
+        method: str,
+        uri: str,
+        call_id: str,
+        cseq: int,
+        to: str,
+        extra: str = "",
+        body: str = "",
+        branch: str | None = None,
+    ) -> str:
         branch = branch or "z9hG4bK" + secrets.token_hex(8)
         return (
             f"{method} {uri} SIP/2.0\r\n"
@@ -111,20 +129,26 @@ class UA:
         self.send(self.request("REGISTER", uri, call_id, 1, to, "Expires: 3600\r\n"))
         status, h, _ = self.recv()
         if " 401 " in status:
-            auth = digest(h["www-authenticate"][0], "REGISTER", uri, self.number,
-                          password(self.number))
-            self.send(self.request("REGISTER", uri, call_id, 2, to,
-                                   f"Expires: 3600\r\nAuthorization: {auth}\r\n"))
+            auth = digest(
+                h["www-authenticate"][0], "REGISTER", uri, self.number, password(self.number)
+            )
+            self.send(
+                self.request(
+                    "REGISTER", uri, call_id, 2, to, f"Expires: 3600\r\nAuthorization: {auth}\r\n"
+                )
+            )
             status, h, _ = self.recv()
         return int(status.split()[1])
 
 
 def ack_for(req_uri: str, status_headers: dict[str, list[str]], via: str, cseq: int) -> str:
     """ACK for a non-2xx final response: same branch (top Via), To with the tag."""
-    return (f"ACK {req_uri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n"
-            f"From: {status_headers['from'][0]}\r\nTo: {status_headers['to'][0]}\r\n"
-            f"Call-ID: {status_headers['call-id'][0]}\r\nCSeq: {cseq} ACK\r\n"
-            "Content-Length: 0\r\n\r\n")
+    return (
+        f"ACK {req_uri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n"
+        f"From: {status_headers['from'][0]}\r\nTo: {status_headers['to'][0]}\r\n"
+        f"Call-ID: {status_headers['call-id'][0]}\r\nCSeq: {cseq} ACK\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
 
 
 def one_call(a: UA, b: UA, callee: str) -> tuple[float, float]:
@@ -145,8 +169,9 @@ def one_call(a: UA, b: UA, callee: str) -> tuple[float, float]:
         raise RuntimeError(f"expected 407 to the first INVITE, got {status}")
     a.send(ack_for(uri, h, h["via"][0], 1))
     auth = digest(h["proxy-authenticate"][0], "INVITE", uri, a.number, password(a.number))
-    t1 = a.send(a.request("INVITE", uri, call_id, 2, to, f"Proxy-Authorization: {auth}\r\n",
-                          body=sdp))
+    t1 = a.send(
+        a.request("INVITE", uri, call_id, 2, to, f"Proxy-Authorization: {auth}\r\n", body=sdp)
+    )
     t2 = None
     final = None
     deadline = time.monotonic() + 10
@@ -163,7 +188,8 @@ def one_call(a: UA, b: UA, callee: str) -> tuple[float, float]:
                     + "".join(f"Via: {v}\r\n" for v in h["via"])
                     + f"From: {h['from'][0]}\r\nTo: {h['to'][0]};tag=b{secrets.token_hex(4)}\r\n"
                     f"Call-ID: {h['call-id'][0]}\r\nCSeq: {h['cseq'][0]}\r\n"
-                    "Content-Length: 0\r\n\r\n")
+                    "Content-Length: 0\r\n\r\n"
+                )
                 b.sock.sendto(resp.encode(), src)
             # ACK to the 486 (and retransmissions) need no answer
         if a.sock in ready:
@@ -194,9 +220,9 @@ def run() -> dict:
         failures: list[str] = []
         pdd: list[float] = []
         with_auth: list[float] = []
+        a = UA(numbers[0], ("127.0.0.1", sw.port))
+        b = UA(numbers[1], ("127.0.0.1", sw.port))
         try:
-            a = UA(numbers[0], ("127.0.0.1", sw.port))
-            b = UA(numbers[1], ("127.0.0.1", sw.port))
             if b.register() != 200:
                 raise RuntimeError("B could not register")
             for i in range(WARMUP + CALLS):
@@ -213,25 +239,45 @@ def run() -> dict:
             calls = sw.query("SELECT result, COUNT(*) AS n FROM calls GROUP BY result")
         finally:
             sw.stop()
-            for ua in ("a", "b"):
-                if ua in locals():
-                    locals()[ua].sock.close()
+            a.sock.close()
+            b.sock.close()
     rows = []
-    for name, values in (("auth INVITE leaves A -> INVITE at B", pdd),
-                         ("first INVITE leaves A (incl. 407) -> at B", with_auth)):
-        rows.append([name, len(values), percentile(values, 50), percentile(values, 95),
-                     percentile(values, 99), max(values, default=float("nan"))])
-    print(table(f"2. Post-dial delay over {CALLS} sequential calls (ms; B answers 486, "
-                f"{WARMUP} warm-up calls not counted)",
-                ["interval", "calls", "p50", "p95", "p99", "max"], rows))
+    for name, values in (
+        ("auth INVITE leaves A -> INVITE at B", pdd),
+        ("first INVITE leaves A (incl. 407) -> at B", with_auth),
+    ):
+        rows.append(
+            [
+                name,
+                len(values),
+                percentile(values, 50),
+                percentile(values, 95),
+                percentile(values, 99),
+                max(values, default=float("nan")),
+            ]
+        )
+    print(
+        table(
+            f"2. Post-dial delay over {CALLS} sequential calls (ms; B answers 486, "
+            f"{WARMUP} warm-up calls not counted)",
+            ["interval", "calls", "p50", "p95", "p99", "max"],
+            rows,
+        )
+    )
     print("call records:", ", ".join(f"{c['result']}={c['n']}" for c in calls))
     p99 = percentile(pdd, 99)
-    print(f"failures: {len(failures)}; p99 {p99:.1f} ms (target <= {TARGET_P99_MS:.0f} ms): "
-          f"{'PASS' if p99 <= TARGET_P99_MS and not failures else 'FAIL'}")
+    print(
+        f"failures: {len(failures)}; p99 {p99:.1f} ms (target <= {TARGET_P99_MS:.0f} ms): "
+        f"{'PASS' if p99 <= TARGET_P99_MS and not failures else 'FAIL'}"
+    )
     for f in failures[:5]:
         print("  ", f)
-    return {"p50": percentile(pdd, 50), "p95": percentile(pdd, 95), "p99": p99,
-            "failures": len(failures)}
+    return {
+        "p50": percentile(pdd, 50),
+        "p95": percentile(pdd, 95),
+        "p99": p99,
+        "failures": len(failures),
+    }
 
 
 if __name__ == "__main__":

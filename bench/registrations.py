@@ -38,12 +38,29 @@ def run() -> dict:
                 total = rate * STEP_SECONDS
                 cpu.start()
                 drops0 = udp_rcvbuf_errors()
-                sipp = Sipp("register_auth.xml", f"127.0.0.1:{sw.port}", port=0,
-                            workdir=tmp, name=f"reg-{rate}",
-                            args=["-inf", str(users), "-r", str(rate), "-m", str(total),
-                                  "-l", str(max(rate, 1000)), "-timeout",
-                                  f"{STEP_SECONDS * 4 + 10}s", "-max_recv_loops", "10000",
-                                  "-max_sched_loops", "10000"])
+                sipp = Sipp(
+                    "register_auth.xml",
+                    f"127.0.0.1:{sw.port}",
+                    port=0,
+                    workdir=tmp,
+                    name=f"reg-{rate}",
+                    args=[
+                        "-inf",
+                        str(users),
+                        "-r",
+                        str(rate),
+                        "-m",
+                        str(total),
+                        "-l",
+                        str(max(rate, 1000)),
+                        "-timeout",
+                        f"{STEP_SECONDS * 4 + 10}s",
+                        "-max_recv_loops",
+                        "10000",
+                        "-max_sched_loops",
+                        "10000",
+                    ],
+                )
                 sipp_cpu = 0.0
                 while sipp.proc.poll() is None:  # SIPp's own CPU, read while it runs
                     sipp_cpu = cpu_seconds(sipp.pid) or sipp_cpu
@@ -56,9 +73,20 @@ def run() -> dict:
                 retrans = int(res.num("Retransmissions(C)"))
                 # SIPp's own elapsed time (first REGISTER to exit) for the achieved rate
                 elapsed = stf_seconds(res.stats.get("ElapsedTime(C)", "")) or wall
-                rows.append([rate, total, ok, failed, retrans, drops, round(elapsed, 2),
-                             round(ok / elapsed) if elapsed else 0, round(pct),
-                             round(100 * sipp_cpu / elapsed) if elapsed else 0])
+                rows.append(
+                    [
+                        rate,
+                        total,
+                        ok,
+                        failed,
+                        retrans,
+                        drops,
+                        round(elapsed, 2),
+                        round(ok / elapsed) if elapsed else 0,
+                        round(pct),
+                        round(100 * sipp_cpu / elapsed) if elapsed else 0,
+                    ]
+                )
                 time.sleep(1)
             bindings = sw.query("SELECT COUNT(*) AS n FROM bindings")[0]["n"]
             warnings = sw.log_grep(" ERROR ", "Traceback")
@@ -66,15 +94,31 @@ def run() -> dict:
             sw.stop()
     best = max((r[7] for r in rows if r[3] == 0), default=0)
     clean = max((r[7] for r in rows if r[3] == 0 and r[4] == 0), default=0)
-    print(table(
-        f"1. Registrations/s: SIPp digest REGISTER (401 then 200) over UDP, {EXTENSIONS} "
-        f"extensions, {STEP_SECONDS} s per step",
-        ["offered/s", "attempted", "ok", "failed", "retrans", "udp drops", "seconds",
-         "achieved/s", "coordinator CPU %", "SIPp CPU %"], rows))
+    print(
+        table(
+            f"1. Registrations/s: SIPp digest REGISTER (401 then 200) over UDP, {EXTENSIONS} "
+            f"extensions, {STEP_SECONDS} s per step",
+            [
+                "offered/s",
+                "attempted",
+                "ok",
+                "failed",
+                "retrans",
+                "udp drops",
+                "seconds",
+                "achieved/s",
+                "coordinator CPU %",
+                "SIPp CPU %",
+            ],
+            rows,
+        )
+    )
     print(f"bindings in the store afterwards: {bindings} (expected {EXTENSIONS})")
     print(f"best achieved rate with 0 failures and 0 retransmissions: {clean}/s")
-    print(f"best achieved rate with 0 failures: {best}/s (target >= {TARGET}/s): "
-          f"{'PASS' if best >= TARGET else 'FAIL'}")
+    print(
+        f"best achieved rate with 0 failures: {best}/s (target >= {TARGET}/s): "
+        f"{'PASS' if best >= TARGET else 'FAIL'}"
+    )
     for w in warnings[:5]:
         print("  switch log:", w)
     return {"best_rate": best, "clean_rate": clean, "rows": rows}

@@ -89,8 +89,11 @@ class SippRun:
 
     def log_values(self, prefix: str) -> list[str]:
         """Values of the scenario's `<log message="PREFIX...">` lines."""
-        return [line[len(prefix):].strip() for line in self.logs().splitlines()
-                if line.startswith(prefix)]
+        return [
+            line[len(prefix) :].strip()
+            for line in self.logs().splitlines()
+            if line.startswith(prefix)
+        ]
 
     def messages(self) -> str:
         path = self.messages_file
@@ -113,17 +116,49 @@ class Sipp:
         self.tmp = tmp
         self.runs: list[SippRun] = []
 
-    def start(self, name: str, scenario: str, port: int, *, transport: str = "udp",
-              inf: Path | None = None, calls: int = 1, keys: dict[str, str] | None = None,
-              extra: tuple[str, ...] = (), timeout: int = 30) -> SippRun:
+    def start(
+        self,
+        name: str,
+        scenario: str,
+        port: int,
+        *,
+        transport: str = "udp",
+        inf: Path | None = None,
+        calls: int = 1,
+        keys: dict[str, str] | None = None,
+        extra: tuple[str, ...] = (),
+        timeout: int = 30,
+    ) -> SippRun:
         host, sport = self.switch.server
-        cmd = [SIPP, f"{host}:{sport}", "-sf", str(SCENARIOS / scenario),
-               "-i", "127.0.0.1", "-p", str(port), "-mp", str(free_udp_block()),
-               "-m", str(calls), "-nostdin", "-timeout", f"{timeout}s",
-               "-timeout_error", "-recv_timeout", "15000",
-               "-trace_msg", "-message_file", str(self.tmp / f"{name}-messages.log"),
-               "-trace_err", "-error_file", str(self.tmp / f"{name}-errors.log"),
-               "-trace_logs", "-log_file", str(self.tmp / f"{name}.log")]
+        cmd = [
+            SIPP,
+            f"{host}:{sport}",
+            "-sf",
+            str(SCENARIOS / scenario),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-mp",
+            str(free_udp_block()),
+            "-m",
+            str(calls),
+            "-nostdin",
+            "-timeout",
+            f"{timeout}s",
+            "-timeout_error",
+            "-recv_timeout",
+            "15000",
+            "-trace_msg",
+            "-message_file",
+            str(self.tmp / f"{name}-messages.log"),
+            "-trace_err",
+            "-error_file",
+            str(self.tmp / f"{name}-errors.log"),
+            "-trace_logs",
+            "-log_file",
+            str(self.tmp / f"{name}.log"),
+        ]
         if transport == "tcp":
             cmd += ["-t", "t1"]
         if inf is not None:
@@ -133,8 +168,9 @@ class Sipp:
         cmd += list(extra)
         out = open(self.tmp / f"{name}.out", "wb")  # noqa: SIM115 - closed by the process end
         try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, cwd=self.tmp)
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=self.tmp
+            )
         finally:
             out.close()
         run = SippRun(name, proc, self.tmp, [str(c) for c in cmd])
@@ -198,8 +234,15 @@ USERS = ["101", "102", "103", "104"]
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_register_auth_scenario_then_unregister(switch, sipp, tmp_path, transport):
     port = free_port()
-    reg = sipp.run("register", "register_auth.xml", port, transport=transport,
-                   inf=SCENARIOS / "users.csv", calls=len(USERS), extra=("-r", "10"))
+    reg = sipp.run(
+        "register",
+        "register_auth.xml",
+        port,
+        transport=transport,
+        inf=SCENARIOS / "users.csv",
+        calls=len(USERS),
+        extra=("-r", "10"),
+    )
     msgs = reg.messages()
     # every user was challenged once and then accepted (UDP may log a retransmission)
     assert received(msgs, "SIP/2.0 401") >= len(USERS), reg.report()
@@ -207,20 +250,25 @@ def test_register_auth_scenario_then_unregister(switch, sipp, tmp_path, transpor
     assert "WWW-Authenticate: Digest" in msgs
 
     hostport = f"127.0.0.1:{port}"
-    contact = "sip:{}@%s;transport=%s" % (hostport, transport.upper())
+    contact = "sip:{}@" + f"{hostport};transport={transport.upper()}"
     if transport == "udp":
         rows = bindings(switch)
         assert sorted(r["aor"] for r in rows) == USERS
         for r in rows:
             assert r["contact"] == contact.format(r["aor"])
             assert (r["transport"], r["source_host"], r["source_port"]) == (
-                "udp", "127.0.0.1", port)
+                "udp",
+                "127.0.0.1",
+                port,
+            )
         # unregister: the same Contact with Expires 0, from the same place
-        csv = write_csv(tmp_path / "unreg.csv",
-                        [[u, DOMAIN, auth_field(u), hostport, "0"] for u in USERS])
+        csv = write_csv(
+            tmp_path / "unreg.csv", [[u, DOMAIN, auth_field(u), hostport, "0"] for u in USERS]
+        )
         unreg = sipp.run("unregister", "register_as.xml", port, inf=csv, calls=len(USERS))
         assert unreg.log_values("REGISTER ") and all(
-            v.endswith("200 Contact=") for v in unreg.log_values("REGISTER ")), unreg.report()
+            v.endswith("200 Contact=") for v in unreg.log_values("REGISTER ")
+        ), unreg.report()
         assert bindings(switch) == []
     else:
         # A TCP phone is reached only over its own connection: when SIPp exits and the
@@ -230,14 +278,21 @@ def test_register_auth_scenario_then_unregister(switch, sipp, tmp_path, transpor
         rows = [[u, DOMAIN, auth_field(u), hostport, "3600"] for u in USERS]
         rows += [[u, DOMAIN, auth_field(u), hostport, "0"] for u in USERS]
         csv = write_csv(tmp_path / "reg-unreg.csv", rows)
-        both = sipp.run("reg-unreg", "register_as.xml", port, transport="tcp", inf=csv,
-                        calls=len(rows), extra=("-l", "1", "-r", "20"))
+        both = sipp.run(
+            "reg-unreg",
+            "register_as.xml",
+            port,
+            transport="tcp",
+            inf=csv,
+            calls=len(rows),
+            extra=("-l", "1", "-r", "20"),
+        )
         values = both.log_values("REGISTER ")
         assert len(values) == 2 * len(USERS), both.report()
         for user, line in zip(USERS, values[: len(USERS)], strict=True):
-            assert f"expires=3600: 200 Contact=" in line
+            assert "expires=3600: 200 Contact=" in line
             assert f"<{contact.format(user)}>;expires=" in line, line
-        for line in values[len(USERS):]:
+        for line in values[len(USERS) :]:
             assert line.endswith("200 Contact="), line
 
 
@@ -245,26 +300,28 @@ def test_register_auth_scenario_then_unregister(switch, sipp, tmp_path, transpor
 # (b) a call between two SIPp phones through the switch
 
 
-def register_phone(sipp: Sipp, tmp_path: Path, number: str, port: int, hostport: str,
-                   name: str = "callee-register") -> SippRun:
+def register_phone(
+    sipp: Sipp, tmp_path: Path, number: str, port: int, hostport: str, name: str = "callee-register"
+) -> SippRun:
     """REGISTER over UDP from 127.0.0.1:port with Contact sip:NUMBER@HOSTPORT."""
-    csv = write_csv(tmp_path / f"{name}.csv",
-                    [[number, DOMAIN, auth_field(number), hostport, "300"]])
+    csv = write_csv(
+        tmp_path / f"{name}.csv", [[number, DOMAIN, auth_field(number), hostport, "300"]]
+    )
     return sipp.run(name, "register_as.xml", port, inf=csv)
 
 
-def place_call(sipp: Sipp, tmp_path: Path, callee_port: int, callee_contact: str,
-               caller_transport: str = "udp") -> tuple[SippRun, SippRun]:
+def place_call(
+    sipp: Sipp, tmp_path: Path, callee_port: int, callee_contact: str, caller_transport: str = "udp"
+) -> tuple[SippRun, SippRun]:
     """102 (SIPp UAS, already registered from callee_port) waits; 101 (SIPp UAC) calls."""
-    uas = sipp.start("callee", "callee_uas.xml", callee_port,
-                     keys={"contact": callee_contact})
+    uas = sipp.start("callee", "callee_uas.xml", callee_port, keys={"contact": callee_contact})
     csv = write_csv(tmp_path / "call.csv", [["101", DOMAIN, auth_field("101"), "102"]])
-    uac = sipp.start("caller", "caller_uac.xml", free_port(), transport=caller_transport,
-                     inf=csv)
+    uac = sipp.start("caller", "caller_uac.xml", free_port(), transport=caller_transport, inf=csv)
     rc_uac = uac.wait()
     rc_uas = uas.wait()
     assert (rc_uac, rc_uas) == (0, 0), (
-        f"caller exited {rc_uac}, callee exited {rc_uas}\n{uac.report()}\n{uas.report()}")
+        f"caller exited {rc_uac}, callee exited {rc_uas}\n{uac.report()}\n{uas.report()}"
+    )
     return uac, uas
 
 
@@ -304,7 +361,7 @@ def test_call_between_two_sipp_phones(switch, sipp, tmp_path, caller_transport):
 
     # what the caller saw: the switch record-routed itself on its side of the call
     caller_rr = header_entries(uac.log_values("200-Record-Route")[0])
-    assert all(f"127.0.0.1:" in r and ";lr" in r for r in caller_rr), caller_rr
+    assert all("127.0.0.1:" in r and ";lr" in r for r in caller_rr), caller_rr
     assert any(r.startswith(f"<sip:{edge};") and ";ft=" in r for r in caller_rr), caller_rr
     if caller_transport == "tcp":
         assert any("transport=tcp" in r for r in caller_rr), caller_rr

@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import hmac
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,6 +60,48 @@ def hostport(host: str, port: int) -> str:
 
 def unbracket(host: str) -> str:
     return host[1:-1] if host.startswith("[") else host
+
+
+FOLDED = re.compile(rb"\r\n[ \t]+")
+
+
+def parse_message(data: bytes, stream: bool = False) -> Request | Response:
+    """Parse and check what the edge relies on (RFC 3261 §7, §8.1.1, §18.3); raises
+    ValueError on anything malformed. Folded header lines are unfolded first."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        raise ValueError("no end of headers")
+    head = FOLDED.sub(b" ", head)
+    msg = Message.parse(head + b"\r\n\r\n" + body)
+    count = sum(len(msg.headers.getlist(key)) for key in msg.headers.keys())
+    if count > MAX_HEADERS:
+        raise ValueError("too many headers")
+    length_text = msg.headers.get("Content-Length")
+    if length_text is not None:
+        if not length_text.isdigit():
+            raise ValueError("bad Content-Length")
+        length = int(length_text)
+        if length > len(body):
+            raise ValueError("body shorter than Content-Length")
+        msg.body = body[:length]  # a datagram may carry padding after the body
+    elif stream:
+        raise ValueError("Content-Length is required on stream transports")
+    for key in ("From", "To", "Call-ID", "CSeq", "Via"):
+        if msg.headers.get(key) is None:
+            raise ValueError(f"missing {key}")
+    cseq = msg.cseq
+    if cseq.sequence >= 2**31:
+        raise ValueError("CSeq number out of range")
+    msg.via  # noqa: B018 - parse them now: a bad Via is a malformed message
+    msg.from_address  # noqa: B018
+    msg.to_address  # noqa: B018
+    if isinstance(msg, Request):
+        if cseq.method != msg.method:
+            raise ValueError("CSeq method does not match the request")
+        max_forwards = msg.headers.get("Max-Forwards")
+        if max_forwards is not None and not (max_forwards.isdigit() and int(max_forwards) <= 255):
+            raise ValueError("bad Max-Forwards")
+    return msg
 
 
 @dataclass
@@ -137,13 +180,7 @@ class Edge:
     # ----------------------------------------------------------------- entry point
     def handle(self, data: bytes, peer: Peer) -> None:
         try:
-            msg = Message.parse(data)
-            if isinstance(msg, Request):
-                msg.via  # noqa: B018 - parse them now: a bad Via is a malformed message
-                msg.cseq  # noqa: B018
-                msg.call_id  # noqa: B018
-            if len(msg.headers.keys()) > MAX_HEADERS:
-                raise ValueError("too many headers")
+            msg = parse_message(data, stream=peer.transport != "udp")
         except Exception as exc:
             self.stats["malformed"] += 1
             self._answer_malformed(data, peer, exc)
@@ -191,7 +228,7 @@ class Edge:
             if not req.via or not req.headers.get("CSeq") or not req.headers.get("Call-ID"):
                 return
             apply_received(req, peer)
-            resp = make_response(req, 400, f"Bad Request ({str(exc)[:60]})")
+            resp = make_response(req, 400)
             self._send_response(resp, peer)
         except Exception:
             return  # not even enough to answer: dropped
@@ -360,7 +397,11 @@ class Edge:
         host = unbracket(uri.host)
         port = uri.port or 5060
         if not self.router.is_worker(host, port):
-            if request.method != "ACK":
+            if request.method == "ACK":
+                return
+            if self._is_ours(uri):  # addressed to the switch itself: no such dialog
+                self._respond(request, source, 481)
+            else:
                 self._respond(request, source, 403, "Forbidden (not a dialog of this switch)")
             return
         if not self._decrement_max_forwards(request, source):

@@ -19,7 +19,7 @@ from softswitch.sip.message import Peer
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE = 65535  # bytes: a larger UDP datagram or TCP message is dropped
+MAX_MESSAGE = 32768  # bytes: a larger UDP datagram or TCP message is dropped (SIP needs ~4 KB)
 MAX_HEADER_BYTES = 16384  # a TCP header block longer than this closes the connection
 TCP_IDLE_TIMEOUT = 3600.0  # seconds with no data before a TCP connection is closed
 MAX_TCP_CONNECTIONS = 1024  # in all; more are refused at accept

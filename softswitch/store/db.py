@@ -7,8 +7,9 @@ loop (a write in WAL mode with synchronous=NORMAL takes well under a millisecond
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,6 +186,130 @@ class Store:
         self.db.execute("DELETE FROM bindings WHERE expires <= ?", (now,))
         rows = self.db.execute("SELECT * FROM bindings ORDER BY aor, updated").fetchall()
         return [Binding(**dict(r)) for r in rows]
+
+    # -- transactions -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Everything inside commits together or not at all (BEGIN IMMEDIATE ... COMMIT,
+        ROLLBACK on an exception). Not reentrant."""
+        if self.db.in_transaction:
+            raise RuntimeError("Store.transaction() is not reentrant")
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            if self.db.in_transaction:  # SQLite may have rolled back already (disk full)
+                self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- voicemail ------------------------------------------------------------------------
+    def add_voicemail(
+        self,
+        *,
+        box: str,
+        caller: str,
+        caller_name: str | None,
+        call_id: str | None,
+        received: float,
+        seconds: float,
+        path: str,
+    ) -> int:
+        """One message; `path` is the WAV relative to the data directory."""
+        cur = self.db.execute(
+            "INSERT INTO voicemail (box, caller, caller_name, call_id, received, seconds, path) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (box, caller, caller_name, call_id, received, seconds, path),
+        )
+        return int(cur.lastrowid)
+
+    def voicemails(self, box: str | None = None) -> list[sqlite3.Row]:
+        """Messages, oldest first; all boxes when `box` is None."""
+        if box is None:
+            return self.db.execute("SELECT * FROM voicemail ORDER BY received, id").fetchall()
+        return self.db.execute(
+            "SELECT * FROM voicemail WHERE box = ? ORDER BY received, id", (box,)
+        ).fetchall()
+
+    def voicemail(self, voicemail_id: int) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM voicemail WHERE id = ?", (voicemail_id,)).fetchone()
+
+    def voicemail_paths(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT path FROM voicemail")}
+
+    def voicemail_heard(self, voicemail_id: int, heard: bool = True) -> None:
+        self.db.execute(
+            "UPDATE voicemail SET heard = ? WHERE id = ?", (1 if heard else 0, voicemail_id)
+        )
+
+    # -- outbox (durable e-mail queue) -----------------------------------------------------
+    def add_outbox(
+        self,
+        *,
+        recipient: str,
+        subject: str,
+        body_text: str,
+        created: float,
+        message_id: str,
+        body_html: str | None = None,
+        attachment: str | None = None,
+        voicemail_id: int | None = None,
+        sender: str | None = None,
+        kind: str = "email",
+    ) -> int:
+        """Queue one message, due at once. `attachment` is relative to the data directory;
+        `message_id` is the Message-ID header every attempt uses (a resend after a crash
+        between the server's 250 and `outbox_sent` is then recognisably the same mail)."""
+        cur = self.db.execute(
+            "INSERT INTO outbox (kind, recipient, sender, subject, body_text, body_html, "
+            "attachment, voicemail_id, message_id, created, next_attempt) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                kind,
+                recipient,
+                sender,
+                subject,
+                body_text,
+                body_html,
+                attachment,
+                voicemail_id,
+                message_id,
+                created,
+                created,
+            ),
+        )
+        return int(cur.lastrowid)
+
+    def due_outbox(self, now: float, limit: int = 100) -> list[sqlite3.Row]:
+        """Unsent messages whose next attempt is due, the longest-waiting first."""
+        return self.db.execute(
+            "SELECT * FROM outbox WHERE sent IS NULL AND next_attempt <= ? "
+            "ORDER BY next_attempt, id LIMIT ?",
+            (now, limit),
+        ).fetchall()
+
+    def pending_outbox(self) -> list[sqlite3.Row]:
+        """Every unsent message (due or waiting for a retry)."""
+        return self.db.execute(
+            "SELECT * FROM outbox WHERE sent IS NULL ORDER BY next_attempt, id"
+        ).fetchall()
+
+    def outbox_message(self, outbox_id: int) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM outbox WHERE id = ?", (outbox_id,)).fetchone()
+
+    def outbox_sent(self, outbox_id: int, now: float) -> None:
+        self.db.execute(
+            "UPDATE outbox SET sent = ?, last_attempt = ?, attempts = attempts + 1 "
+            "WHERE id = ? AND sent IS NULL",
+            (now, now, outbox_id),
+        )
+
+    def outbox_failed(self, outbox_id: int, now: float, error: str, next_attempt: float) -> None:
+        self.db.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_attempt = ?, last_error = ?, "
+            "next_attempt = ? WHERE id = ? AND sent IS NULL",
+            (now, error, next_attempt, outbox_id),
+        )
 
 
 def _statements(script: str) -> Iterable[str]:

@@ -51,4 +51,38 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (aor, contact)
     );
     """,
+    # 2: voicemail messages and the durable e-mail outbox
+    """
+    CREATE TABLE voicemail (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        box         TEXT NOT NULL,
+        caller      TEXT NOT NULL,
+        caller_name TEXT,
+        call_id     TEXT,                     -- calls.id; NULL when adopted by recover()
+        received    REAL NOT NULL,            -- unix time the message was left
+        seconds     REAL NOT NULL,
+        path        TEXT NOT NULL UNIQUE,     -- WAV, relative to the data directory
+        heard       INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX voicemail_box ON voicemail(box, received);
+    CREATE TABLE outbox (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind         TEXT NOT NULL DEFAULT 'email',
+        recipient    TEXT NOT NULL,
+        sender       TEXT,                    -- NULL: [switch.smtp] from at send time
+        subject      TEXT NOT NULL,
+        body_text    TEXT NOT NULL,
+        body_html    TEXT,
+        attachment   TEXT,                    -- file relative to the data directory
+        voicemail_id INTEGER REFERENCES voicemail(id),
+        message_id   TEXT NOT NULL UNIQUE,    -- fixed when queued: a resend is the same mail
+        created      REAL NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_attempt REAL NOT NULL,
+        last_attempt REAL,
+        last_error   TEXT,
+        sent         REAL                     -- NULL until the server accepted it
+    );
+    CREATE INDEX outbox_due ON outbox(next_attempt) WHERE sent IS NULL;
+    """,
 ]
