@@ -140,9 +140,7 @@ def resolve_prompt(
     return found
 
 
-def resolve_music(
-    name_or_path: str, base_dir: Path | None, media_dir: Path | None = None
-) -> Path:
+def resolve_music(name_or_path: str, base_dir: Path | None, media_dir: Path | None = None) -> Path:
     """Find hold music: a bare name (``"default"``) is ``<media_dir>/music/<name>.wav``
     (then the shipped ``media/music/``); anything else is a path as in
     :func:`resolve_prompt`. Raises :class:`AudioError` naming it when missing."""
@@ -333,6 +331,8 @@ def prepare(path: Path, cache_dir: Path) -> Path:
         state = "is not a file" if path.exists() else "does not exist"
         raise AudioError(f"audio file {str(path)!r} {state}")
     if is_telephony_wav(path):
+        if sf.info(str(path)).frames == 0:
+            raise AudioError(f"audio file {str(path)!r} contains no audio")
         return path
     cache_dir = Path(cache_dir)
     target = cache_dir / cache_name(path)
@@ -351,7 +351,7 @@ def prepare(path: Path, cache_dir: Path) -> Path:
             Path(tmp).unlink(missing_ok=True)
             raise
     except OSError as e:
-        raise AudioError(f"cannot write converted audio for {str(path)!r} to {target}: {e}")
+        raise AudioError(f"cannot write converted audio for {str(path)!r} to {target}: {e}") from e
     return target
 
 

@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -28,7 +29,10 @@ from softswitch.calls import (
     LegOpened,
     WorkerCommand,
 )
-from softswitch.config_types import Config
+from softswitch.config_types import Config, ScriptBlock
+from softswitch.flow.blocks import FlowContext, ScriptFlow, load_function, prompt_path, run_flow
+from softswitch.flow.call import Call
+from softswitch.flow.session import FlowSession, SessionDeps
 from softswitch.media.pool import Pool, Worker
 from softswitch.sip.auth import DigestAuthenticator
 from softswitch.sip.message import Peer
@@ -57,12 +61,16 @@ def load_secret(data_dir: Path) -> bytes:
 
 
 class Coordinator:
-    def __init__(self, config: Config, clock=time.time) -> None:
+    def __init__(self, config: Config, clock=time.time,
+                 scripts: dict[str, ScriptFlow] | None = None) -> None:
         self.config = config
         self.clock = clock
         sw = config.switch
         self.data_dir = Path(sw.data_dir)
         self.calls: dict[str, ExtensionCall] = {}
+        self.sessions: dict[str, FlowSession] = {}
+        self._prompts: dict[str, Path] = {}
+        self.flow_context = FlowContext(config=config, scripts=dict(scripts or {}), clock=clock)
         self.call_worker: dict[str, Worker] = {}
         self.store: Store | None = None
         self.transports: Transports | None = None
@@ -74,8 +82,25 @@ class Coordinator:
         self.started = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------
+    def load_scripts(self) -> None:
+        """Import every `module:function` a script block names, before anything starts:
+        a flow that cannot be imported is a start-up error, not a failed call later."""
+        if self.config.source is not None:
+            folder = str(self.config.source.parent.resolve())
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
+        for block in self.config.blocks.values():
+            if isinstance(block, ScriptBlock) and block.function not in self.flow_context.scripts:
+                try:
+                    self.flow_context.scripts[block.function] = load_function(block.function)
+                except Exception as exc:
+                    raise RuntimeError(
+                        f"block {block.name}: cannot import {block.function}: {exc}"
+                    ) from exc
+
     async def start(self) -> None:
         sw = self.config.switch
+        self.load_scripts()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.data_dir / "softswitch.db")
         closed = self.store.close_stale(self.clock())
@@ -123,7 +148,7 @@ class Coordinator:
             self.transports.close()
         if self.store is not None:
             now = self.clock()
-            for call_id in list(self.calls):
+            for call_id in [*self.calls, *self.sessions]:
                 self.store.close_call(call_id, ended=now, result="failed", cause="switch stopped")
             self.store.close_stale(now, cause="switch stopped")
             self.store.close()
@@ -169,14 +194,18 @@ class Coordinator:
     ) -> Reject | ToWorker | Pending:
         assert self.registrar is not None and self.pool is not None
         dialed = request.uri.user or ""
-        callee = self.config.extension(dialed)
-        if callee is None:
-            return Reject(404)
-        if not self.registrar.lookup(dialed, now):
-            return Reject(480)
+        sw = self.config.switch
+        if sw.entry and dialed == sw.entry_number:
+            place = self._place_flow
+        else:
+            if self.config.extension(dialed) is None:
+                return Reject(404)
+            if not self.registrar.lookup(dialed, now):
+                return Reject(480)
+            place = self._place_call
         worker = self.pool.reserve()
         if worker is not None:
-            return self._place_call(caller, dialed, worker, now)
+            return place(caller, dialed, worker, now)
         later = self.pool.reserve_later()
         if later is None:
             log.warning("capacity reached (%d calls): 503 to %s", self.pool.capacity, caller)
@@ -189,61 +218,124 @@ class Coordinator:
                 log.warning("no media worker became free: 503 to %s", caller)
                 decided.set_result(Reject(503, "Service Unavailable (capacity)"))
             else:
-                decided.set_result(self._place_call(caller, dialed, w, self.clock()))
+                decided.set_result(place(caller, dialed, w, self.clock()))
 
         later.add_done_callback(placed)
         return Pending(decided)
 
-    def _place_call(self, caller: str, dialed: str, worker: Worker, now: float) -> ToWorker:
+    def _new_call_id(self, now: float) -> str:
         self._seq += 1
-        call_id = f"{int(now)}-{self._seq}-{secrets.token_hex(3)}"
+        return f"{int(now)}-{self._seq}-{secrets.token_hex(3)}"
+
+    def _caller_name(self, caller: str) -> str:
         me = self.config.extension(caller)
-        name = (me.name if me else caller).replace('"', "")
+        return (me.name if me else caller).replace('"', "")
+
+    def _to_worker(self, worker: Worker, call_id: str, leg: str, context: object) -> ToWorker:
+        return ToWorker(
+            worker=Peer("udp", "127.0.0.1", worker.sip_port, None, "inside"),
+            headers=(("X-Leg", leg), ("X-Call", call_id)),
+            context=context,
+        )
+
+    def _place_call(self, caller: str, dialed: str, worker: Worker, now: float) -> ToWorker:
+        call_id = self._new_call_id(now)
         call = ExtensionCall(
             call_id=call_id,
             caller=caller,
             callee=dialed,
             callee_uri=f"sip:{dialed}@{self.config.switch.domain}",
-            from_header=f'"{name}" <sip:{caller}@{self.config.switch.domain}>',
+            from_header=f'"{self._caller_name(caller)}" <sip:{caller}@{self.config.switch.domain}>',
         )
         self.calls[call_id] = call
         self.call_worker[call_id] = worker
         worker.legs.update((call.leg_a, call.leg_b))
         assert self.store is not None
         self.store.open_call(call_id, started=now, caller=caller, callee=dialed)
-        return ToWorker(
-            worker=Peer("udp", "127.0.0.1", worker.sip_port, None, "inside"),
-            headers=(("X-Leg", call.leg_a), ("X-Call", call_id)),
-            context=call,
+        return self._to_worker(worker, call_id, call.leg_a, call)
+
+    def _place_flow(self, caller: str, dialed: str, worker: Worker, now: float) -> ToWorker:
+        """A call to the main number: a flow session from the entry block."""
+        assert self.store is not None and self.pool is not None
+        call_id = self._new_call_id(now)
+        pool = self.pool
+        deps = SessionDeps(
+            send=lambda cmd: pool.send(worker, cmd),
+            store=self.store,
+            domain=self.config.switch.domain,
+            resolve_prompt=self._prompt,
+            recording_dir=self.data_dir / "recordings",
+            language=self.config.switch.language,
+            worker_slot=worker.slot,
+            clock=self.clock,
         )
+        entry = self.config.switch.entry
+
+        async def runner(call: Call) -> None:
+            await run_flow(call, self.flow_context, entry)
+
+        session = FlowSession(call_id, caller, self._caller_name(caller), dialed, deps, runner)
+        session.on_closed = self._session_closed
+        self.sessions[call_id] = session
+        self.call_worker[call_id] = worker
+        worker.legs.add(session.leg_a)
+        self.store.open_call(call_id, started=now, caller=caller, callee=dialed, kind="flow")
+        return self._to_worker(worker, call_id, session.leg_a, session)
+
+    def _session_closed(self, session: FlowSession) -> None:
+        assert self.pool is not None
+        self.sessions.pop(session.call_id, None)
+        w = self.call_worker.pop(session.call_id, None)
+        if w is not None:
+            w.legs.discard(session.leg_a)
+            self.pool.release(w)
+
+    def _prompt(self, name: str) -> Path:
+        """A prompt name or file, converted once to 8 kHz mono WAV (cached by content)."""
+        from softswitch import audio
+
+        cached = self._prompts.get(name)
+        if cached is not None and cached.exists():
+            return cached
+        base = self.config.source.parent if self.config.source else None
+        source = prompt_path(name, self.config, base)
+        prepared = audio.prepare(source, self.data_dir / "cache" / "audio")
+        self._prompts[name] = prepared
+        return prepared
 
     def route_outbound(self, request: Request, source: Peer, now: float) -> Reject | Fork:
         assert self.registrar is not None
-        call = self.calls.get(request.headers.get("X-Call") or "")
+        call_id = request.headers.get("X-Call") or ""
+        call: ExtensionCall | FlowSession | None = self.calls.get(call_id) or self.sessions.get(
+            call_id
+        )
         if call is None:
             return Reject(403, "Forbidden (no such call)")
-        target = request.uri.user or ""
-        bindings = self.registrar.lookup(target, now)
-        if not bindings:
-            call.on_fork_result("unavailable")
-            return Reject(480)
+        wanted = (request.headers.get("X-Targets") or request.uri.user or "").split(",")
         targets = tuple(
             Target(
                 contact=b.contact,
                 dest=Peer(b.transport, b.source_host, b.source_port, None, "outside"),
-                label=target,
+                label=number,
             )
-            for b in bindings
+            for number in wanted
+            if self.config.extension(number) is not None
+            for b in self.registrar.lookup(number, now)
         )
+        if not targets:
+            call.on_fork_result("unavailable")
+            return Reject(480)
+        ring_timeout = request.headers.get("X-Ring-Timeout")
         return Fork(
             targets=targets,
-            ring_timeout=float(self.config.switch.ring_timeout),
+            ring_timeout=float(ring_timeout) if ring_timeout else float(
+                self.config.switch.ring_timeout),
             from_header=request.headers.get("X-From"),
             context=call,
         )
 
     def fork_finished(self, context: object, outcome: ForkOutcome, now: float) -> None:
-        if not isinstance(context, ExtensionCall):
+        if not isinstance(context, ExtensionCall | FlowSession):
             return
         results = {b.result for b in outcome.branches}
         if "answered" in results:
@@ -259,7 +351,14 @@ class Coordinator:
         """The caller's INVITE got its final answer. If it never reached the worker's
         call logic (caller cancelled while a worker was starting, the worker did not
         answer), close the call here and free its pair."""
-        if not isinstance(context, ExtensionCall) or code < 300:
+        if code < 300:
+            return
+        if isinstance(context, FlowSession) and context.call is None:
+            context._close("cancelled" if code == 487 else "failed",
+                           "caller hung up before answer" if code == 487 else f"SIP {code}",
+                           code)
+            return
+        if not isinstance(context, ExtensionCall):
             return
         if context.a_state == "new" and not context.closed:
             if code == 408:
@@ -278,6 +377,10 @@ class Coordinator:
     def _on_worker_event(self, worker: Worker, msg: dict) -> None:
         event = msg.get("event")
         leg = str(msg.get("leg", ""))
+        session = self.sessions.get(leg.rsplit("-", 1)[0]) if leg else None
+        if session is not None:
+            session.on_event(msg)
+            return
         call = self._call_for_leg(leg)
         if call is None:
             if event == "incoming":
@@ -305,6 +408,9 @@ class Coordinator:
                 call = self.calls.get(call_id)
                 if call is not None:
                     self._apply(call, call.on_worker_died())
+                session = self.sessions.get(call_id)
+                if session is not None:
+                    session.on_worker_died()
 
     def _apply(self, call: ExtensionCall, actions: list[Action]) -> None:
         assert self.store is not None and self.pool is not None
@@ -363,8 +469,8 @@ class Coordinator:
                     self.pool.release(w)
 
 
-async def serve(config: Config, ready_file: str | None = None) -> None:
-    coordinator = Coordinator(config)
+async def serve(config: Config, scripts: dict[str, ScriptFlow] | None = None) -> None:
+    coordinator = Coordinator(config, scripts=scripts)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -379,7 +485,8 @@ async def serve(config: Config, ready_file: str | None = None) -> None:
         await coordinator.stop()
 
 
-def run(config: Config) -> int:
-    """Start the switch and block until SIGINT/SIGTERM. Called by `softswitch run`."""
-    asyncio.run(serve(config))
+def run(config: Config, scripts: dict[str, ScriptFlow] | None = None) -> int:
+    """Start the switch and block until SIGINT/SIGTERM. Called by `softswitch run`
+    (and `Switch.run()`); `scripts` are flows registered in Python by name."""
+    asyncio.run(serve(config, scripts))
     return 0

@@ -40,7 +40,9 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
-def write_config(path: Path, port: int, data_dir: Path, **switch: object) -> None:
+def write_config(
+    path: Path, port: int, data_dir: Path, extra: str = "", **switch: object
+) -> None:
     # Switches of tests running side by side get disjoint RTP ranges (400 ports each).
     rtp = switch.pop("rtp_base", 20000 + (port % 100) * 400)
     settings = {
@@ -62,16 +64,16 @@ def write_config(path: Path, port: int, data_dir: Path, **switch: object) -> Non
             f'name = "{name}"',
             f'password = "{password}"',
         ]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n\n" + extra)
 
 
 class RunningSwitch:
-    def __init__(self, tmp: Path, **switch: object) -> None:
+    def __init__(self, tmp: Path, extra: str = "", **switch: object) -> None:
         self.tmp = tmp
         self.port = free_port()
         self.data_dir = tmp / "data"
         self.config = tmp / "switch.toml"
-        write_config(self.config, self.port, self.data_dir, **switch)
+        write_config(self.config, self.port, self.data_dir, extra, **switch)
         self.proc: subprocess.Popen | None = None
         self.output: list[str] = []
         self.start()

@@ -1,0 +1,255 @@
+"""One call running a flow: carries worker events into its `Call` and the flow's
+commands out to the worker, dials extensions for it, and keeps the call record.
+
+The session owns one reserved pair of legs on one worker: the caller's leg (`-a`) and,
+while `call.dial()` runs, one outgoing leg (`-b1`, `-b2`, ... one at a time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from softswitch.flow.call import Call, CallerHungUp, DialResult, DialStatus
+
+log = logging.getLogger(__name__)
+
+FlowRunner = Callable[[Call], Awaitable[None]]
+
+DIAL_STATUS: dict[str, DialStatus] = {
+    "busy": DialStatus.BUSY,
+    "no-answer": DialStatus.NO_ANSWER,
+    "rejected": DialStatus.REJECTED,
+    "unavailable": DialStatus.UNAVAILABLE,
+}
+
+
+@dataclass
+class SessionDeps:
+    """What a session needs from the coordinator (kept narrow so it can be faked)."""
+
+    send: Callable[[dict], None]  # a command to this session's worker
+    store: Any  # softswitch.store.Store
+    domain: str
+    resolve_prompt: Callable[[str], Path]
+    recording_dir: Path
+    language: str
+    worker_slot: int | None
+    clock: Callable[[], float] = time.time
+
+
+class FlowSession:
+    def __init__(self, call_id: str, caller: str, caller_name: str, dialed: str,
+                 deps: SessionDeps, runner: FlowRunner) -> None:
+        self.call_id = call_id
+        self.caller = caller
+        self.caller_name = caller_name
+        self.dialed = dialed
+        self.deps = deps
+        self.runner = runner
+        self.leg_a = f"{call_id}-a"
+        self.call: Call | None = None
+        self.task: asyncio.Task | None = None
+        self.leg_handlers: dict[str, Callable[[dict], None]] = {}
+        self.last_fork_result: str | None = None
+        self.dials = 0
+        self.closed = False
+        self.on_closed: Callable[[FlowSession], None] | None = None
+        self.a_ended = asyncio.get_running_loop().create_future()
+
+    # -- events from the worker (via the coordinator) -----------------------------------
+    def on_event(self, msg: dict) -> None:
+        leg = str(msg.get("leg", ""))
+        if leg != self.leg_a:
+            handler = self.leg_handlers.get(leg)
+            if handler is not None:
+                handler(msg)
+            return
+        event = msg.get("event")
+        if event == "incoming":
+            self._start(msg)
+            return
+        call = self.call
+        if call is None:
+            return
+        if event == "state":
+            state = msg.get("state")
+            if state == "confirmed":
+                call._on_confirmed()
+                self.deps.store.leg_answered(self.leg_a, self.deps.clock())
+                self.deps.store.call_answered(self.call_id, self.deps.clock())
+            elif state == "disconnected":
+                self._a_disconnected(msg)
+        elif event == "dtmf":
+            call._on_digit(str(msg.get("digit", "")))
+        elif event == "playback_finished":
+            call._on_playback_finished()
+        elif event == "recording_finished":
+            call._on_recording_finished(msg)
+
+    def on_fork_result(self, result: str) -> None:
+        self.last_fork_result = result
+
+    def on_worker_died(self) -> None:
+        """Everything on the worker is gone: close the records, end the flow."""
+        now = self.deps.clock()
+        for leg in [self.leg_a, *self.leg_handlers]:
+            self.deps.store.close_leg(leg, ended=now, result="failed",
+                                      cause="media worker died")
+        if self.call is not None:
+            self.call.outcome = "failed"
+            self.call._on_hangup()
+        if self.task is not None:
+            self.task.cancel()
+        self._close("failed", "media worker died", None)
+
+    # -- the flow ------------------------------------------------------------------------
+    def _start(self, msg: dict) -> None:
+        headers = {k: str(v) for k, v in (msg.get("headers") or {}).items()}
+        self.deps.store.open_leg(self.leg_a, call_id=self.call_id, role="caller",
+                                 party=self.caller, started=self.deps.clock(),
+                                 worker=self.deps.worker_slot,
+                                 sip_call_id=msg.get("sip_call_id"))
+        self.call = Call(
+            call_id=self.call_id, caller=self.caller, caller_name=self.caller_name,
+            dialed=self.dialed, headers=headers, leg=self.leg_a, send=self.deps.send,
+            resolve_prompt=self.deps.resolve_prompt, originate=self._dial,
+            recording_dir=self.deps.recording_dir, language=self.deps.language,
+        )
+        self.task = asyncio.get_running_loop().create_task(self._run(self.call))
+
+    async def _run(self, call: Call) -> None:
+        cause = "flow ended"
+        try:
+            await self.runner(call)
+        except CallerHungUp:
+            cause = "caller hung up"
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            log.exception("flow of call %s failed", self.call_id)
+            call.outcome = call.outcome or "failed"
+            cause = "flow error"
+        if not call.hung_up:
+            cause = "switch hung up" if cause == "flow ended" else cause
+            with contextlib.suppress(CallerHungUp):
+                await call.hangup(500 if call.outcome == "failed" and not call.answered
+                                  else None)
+        # wait for the caller's leg to end (its disconnected event closes the record)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.a_ended), 10)
+        result = call.outcome or ("abandoned" if cause == "caller hung up" else "completed")
+        self._close(result, cause, None)
+
+    def _a_disconnected(self, msg: dict) -> None:
+        assert self.call is not None
+        stats = msg.get("stats") or {}
+        self.deps.store.close_leg(
+            self.leg_a, ended=self.deps.clock(),
+            result="answered" if self.call.answered else "cancelled",
+            cause="caller hung up" if msg.get("cause") == "remote" else "switch hung up",
+            sip_code=msg.get("code"), rx_packets=stats.get("rx_packets"),
+            rx_lost=stats.get("rx_lost"), tx_packets=stats.get("tx_packets"))
+        self.call._on_hangup()
+        if not self.a_ended.done():
+            self.a_ended.set_result(True)
+
+    def _close(self, result: str, cause: str, code: int | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.deps.store.close_call(self.call_id, ended=self.deps.clock(), result=result,
+                                   cause=cause, sip_code=code)
+        log.info("call %s %s -> %s: %s (%s)", self.call_id, self.caller, self.dialed,
+                 result, cause)
+        if self.on_closed is not None:
+            self.on_closed(self)
+
+    # -- dialling ------------------------------------------------------------------------
+    async def _dial(self, call: Call, targets: list[str], timeout: float) -> DialResult:
+        """Place one outgoing leg that the edge forks to every target's phones; bridge
+        it to the caller when answered; return when that conversation ends."""
+        self.dials += 1
+        leg = f"{self.call_id}-b{self.dials}"
+        deps = self.deps
+        events: asyncio.Queue[dict] = asyncio.Queue()
+        self.leg_handlers[leg] = events.put_nowait
+        self.last_fork_result = None
+        started = deps.clock()
+        deps.store.open_leg(leg, call_id=self.call_id, role="callee",
+                            party=",".join(targets), started=started,
+                            worker=deps.worker_slot)
+        name = (self.caller_name or self.caller).replace('"', "")
+        deps.send({
+            "cmd": "originate", "leg": leg, "uri": f"sip:{targets[0]}@{deps.domain}",
+            "headers": {
+                "X-Call": self.call_id, "X-Leg": leg, "X-Targets": ",".join(targets),
+                "X-Ring-Timeout": str(int(timeout)),
+                "X-From": f'"{name}" <sip:{self.caller}@{deps.domain}>',
+            },
+        })
+        answered_at: float | None = None
+        rang = False
+        end: dict = {}
+        try:
+            while True:
+                msg = await call._wait(events.get())
+                if msg.get("event") != "state":
+                    continue
+                state = msg.get("state")
+                if state == "early" and not rang and not call.answered:
+                    rang = True
+                    await call.ring()
+                elif state == "confirmed" and answered_at is None:
+                    answered_at = deps.clock()
+                    deps.store.leg_answered(leg, answered_at)
+                    await call.answer()
+                    deps.send({"cmd": "bridge", "a": self.leg_a, "b": leg})
+                elif state == "disconnected":
+                    end = msg
+                    break
+        except CallerHungUp:
+            deps.send({"cmd": "hangup", "leg": leg, "code": 487})
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    while True:
+                        msg = await events.get()
+                        if msg.get("event") == "state" and msg.get("state") == "disconnected":
+                            end = msg
+                            break
+            self._close_dial_leg(leg, answered_at, end, "caller hung up")
+            if answered_at is not None:
+                call.outcome = "answered"
+            raise
+        finally:
+            self.leg_handlers.pop(leg, None)
+        now = deps.clock()
+        code = end.get("code")
+        if answered_at is not None:
+            call.outcome = "answered"
+            self._close_dial_leg(leg, answered_at, end, "callee hung up")
+            return DialResult(DialStatus.ANSWERED, ",".join(targets),
+                              ring_seconds=answered_at - started,
+                              talk_seconds=now - answered_at, sip_code=code)
+        status = DIAL_STATUS.get(self.last_fork_result or "", None)
+        if status is None:
+            status = {486: DialStatus.BUSY, 600: DialStatus.BUSY, 603: DialStatus.REJECTED,
+                      408: DialStatus.NO_ANSWER}.get(code or 0, DialStatus.UNAVAILABLE)
+        self._close_dial_leg(leg, None, end, str(status))
+        return DialResult(status, ",".join(targets), ring_seconds=now - started,
+                          sip_code=code)
+
+    def _close_dial_leg(self, leg: str, answered_at: float | None, end: dict,
+                        cause: str) -> None:
+        stats = end.get("stats") or {}
+        self.deps.store.close_leg(
+            leg, ended=self.deps.clock(),
+            result="answered" if answered_at is not None else cause,
+            cause=cause, sip_code=end.get("code"), rx_packets=stats.get("rx_packets"),
+            rx_lost=stats.get("rx_lost"), tx_packets=stats.get("tx_packets"))

@@ -1,0 +1,253 @@
+"""Call flows through a real switch: a caller (pjsua2 test phone) dials the main number
+and walks the blocks. Prompts are test tones of distinct frequencies, so what the caller
+heard is checked by frequency in its recording."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.audio import dominant_frequency, make_tone
+from tests.support.phone import Phone, wait_until
+from tests.switch import EXTENSIONS, RunningSwitch
+
+GREET, INVALID, BYE, CLOSED = 600.0, 1200.0, 300.0, 1500.0
+
+
+def tones(tmp: Path) -> dict[str, str]:
+    return {
+        "greet": make_tone(str(tmp / "greet.wav"), GREET, 2.0),
+        "invalid": make_tone(str(tmp / "invalid.wav"), INVALID, 1.0),
+        "bye": make_tone(str(tmp / "bye.wav"), BYE, 1.0),
+        "closed": make_tone(str(tmp / "closed.wav"), CLOSED, 2.0),
+    }
+
+
+def menu_config(t: dict[str, str], *, dial_extensions: bool = False) -> str:
+    return f"""
+[block.main]
+type = "menu"
+prompt = "{t['greet']}"
+options = {{ "1" = "sales", "2" = "support" }}
+dial_extensions = {str(dial_extensions).lower()}
+timeout = 3
+inter_digit_timeout = 2
+retries = 1
+invalid_prompt = "{t['invalid']}"
+unknown_extension_prompt = "{t['invalid']}"
+on_timeout = "bye"
+
+[block.sales]
+type = "dial"
+targets = ["101"]
+timeout = 10
+on_no_answer = "bye"
+
+[block.support]
+type = "dial"
+targets = ["102", "104"]
+timeout = 10
+on_no_answer = "bye"
+
+[block.bye]
+type = "play"
+prompt = "{t['bye']}"
+"""
+
+
+def start(tmp: Path, extra: str, **kw) -> RunningSwitch:
+    return RunningSwitch(tmp, extra, entry='"main"', entry_number='"100"', **kw)
+
+
+def registered(sw: RunningSwitch, number: str, made: list[Phone]) -> Phone:
+    p = Phone(user=number, password=EXTENSIONS[number][1], server=sw.server)
+    made.append(p)
+    assert p.register() == 200
+    return p
+
+
+def record_for(phone: Phone, call: str, path: Path, seconds: float) -> str:
+    phone.start_recording(call, str(path))
+    time.sleep(seconds)  # the length of the recording
+    phone.stop_recording(call)
+    return str(path)
+
+
+def near(freq: float, want: float) -> bool:
+    return abs(freq - want) < 20
+
+
+@pytest.fixture
+def made():
+    phones: list[Phone] = []
+    yield phones
+    for p in phones:
+        p.close()
+
+
+def test_menu_option_reaches_the_department_with_audio(tmp_path, made):
+    t = tones(tmp_path)
+    sw = start(tmp_path, menu_config(t))
+    try:
+        caller = registered(sw, "103", made)
+        support = registered(sw, "102", made)
+        support.auto_answer(200, delay=0.3)
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")  # the switch answers to play the greeting
+        heard = record_for(caller, call, tmp_path / "greeting.wav", 1.2)
+        assert near(dominant_frequency(heard, skip_seconds=0.3), GREET)
+        caller.send_dtmf(call, "2")
+        inbound = support.wait_incoming()
+        support.wait_state(inbound, "confirmed")
+        assert "103" in support.info(inbound)["from"]  # the caller's number is shown
+        caller.play_tone(call, 440)
+        support.play_tone(inbound, 880)
+        assert near(dominant_frequency(record_for(caller, call, tmp_path / "a.wav", 1.5)), 880)
+        assert near(
+            dominant_frequency(record_for(support, inbound, tmp_path / "b.wav", 1.5)), 440
+        )
+        caller.hangup(call)
+        support.wait_state(inbound, "disconnected")
+        (rec,) = sw.wait_for_call_closed(1)
+        assert (rec["kind"], rec["callee"], rec["result"]) == ("flow", "100", "answered")
+        legs = sw.legs(rec["id"])
+        assert sorted((leg["role"], leg["party"], leg["result"]) for leg in legs) == [
+            ("callee", "102,104", "answered"),
+            ("caller", "103", "answered"),
+        ]
+    finally:
+        sw.stop()
+
+
+def test_caller_dials_an_extension_during_the_greeting(tmp_path, made):
+    t = tones(tmp_path)
+    sw = start(tmp_path, menu_config(t, dial_extensions=True))
+    try:
+        caller = registered(sw, "103", made)
+        target = registered(sw, "104", made)
+        target.auto_answer(200)
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        caller.send_dtmf(call, "104")
+        inbound = target.wait_incoming()
+        target.wait_state(inbound, "confirmed")
+        caller.hangup(call)
+        (rec,) = sw.wait_for_call_closed(1)
+        assert rec["result"] == "answered"
+    finally:
+        sw.stop()
+
+
+def test_invalid_digit_then_silence_ends_in_the_timeout_block(tmp_path, made):
+    t = tones(tmp_path)
+    sw = start(tmp_path, menu_config(t))
+    try:
+        caller = registered(sw, "103", made)
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        caller.send_dtmf(call, "9")
+        heard = record_for(caller, call, tmp_path / "invalid.wav", 0.8)
+        assert near(dominant_frequency(heard, skip_seconds=0.2), INVALID)
+        # no more digits: the greeting is repeated once, then "bye", then hang-up
+        end = caller.wait_state(call, "disconnected", timeout=30)
+        assert end["state"] == "disconnected"
+        (rec,) = sw.wait_for_call_closed(1)
+        assert (rec["result"], rec["cause"]) == ("completed", "switch hung up")
+    finally:
+        sw.stop()
+
+
+def _schedule_around_now(open_now: bool) -> str:
+    """A daily range that contains the current UTC time, or one that does not."""
+    now = dt.datetime.now(dt.UTC)
+    if open_now:
+        start_t, end_t = now - dt.timedelta(hours=2), now + dt.timedelta(hours=2)
+    else:
+        start_t, end_t = now + dt.timedelta(hours=2), now + dt.timedelta(hours=4)
+    return f"daily {start_t:%H:%M}-{end_t:%H:%M}"
+
+
+@pytest.mark.parametrize("open_now", [True, False])
+def test_working_hours_send_the_call_to_the_team_or_the_closed_message(
+    tmp_path, made, open_now
+):
+    t = tones(tmp_path)
+    extra = f"""
+[block.main]
+type = "hours"
+schedule = ["{_schedule_around_now(open_now)}"]
+open = "team"
+closed = "closed"
+
+[block.team]
+type = "dial"
+targets = ["101"]
+timeout = 10
+on_no_answer = "closed"
+
+[block.closed]
+type = "voicemail"
+greeting = "{t['closed']}"
+greeting_only = true
+"""
+    sw = start(tmp_path, extra, timezone='"UTC"')
+    try:
+        caller = registered(sw, "103", made)
+        team = registered(sw, "101", made)
+        team.auto_answer(200)
+        call = caller.call("100")
+        if open_now:
+            inbound = team.wait_incoming()
+            team.wait_state(inbound, "confirmed")
+            caller.hangup(call)
+        else:
+            caller.wait_state(call, "confirmed")
+            heard = record_for(caller, call, tmp_path / "closed-msg.wav", 1.2)
+            assert near(dominant_frequency(heard, skip_seconds=0.3), CLOSED)
+            caller.wait_state(call, "disconnected", timeout=15)  # greeting only: hang up
+            assert not team.incoming
+        (rec,) = sw.wait_for_call_closed(1)
+        assert rec["result"] == ("answered" if open_now else "completed")
+    finally:
+        sw.stop()
+
+
+@pytest.mark.parametrize("stage", ["greeting", "waiting-for-digit", "ringing", "talking"])
+def test_caller_hangs_up_at_any_moment_and_nothing_leaks(tmp_path, made, stage):
+    """One worker with room for two calls: after the caller hangs up at `stage`, the
+    records are closed and both call slots are free again (two new calls connect)."""
+    t = tones(tmp_path)
+    sw = start(tmp_path, menu_config(t), workers=1, max_workers=1)
+    try:
+        caller = registered(sw, "103", made)
+        support = registered(sw, "102", made)
+        support.auto_answer(None if stage == "ringing" else 200)
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        if stage == "waiting-for-digit":
+            time.sleep(2.5)  # the 2 s greeting is over; the menu waits for a digit
+        if stage in ("ringing", "talking"):
+            caller.send_dtmf(call, "2")
+            inbound = support.wait_incoming()
+            if stage == "talking":
+                support.wait_state(inbound, "confirmed")
+        caller.hangup(call)
+        if stage in ("ringing", "talking"):
+            support.wait_state(inbound, "disconnected")
+        (rec,) = sw.wait_for_call_closed(1)
+        assert rec["result"] == ("answered" if stage == "talking" else "abandoned")
+        assert wait_until(lambda: all(leg["ended"] for leg in sw.legs(rec["id"])), 10)
+        # both pairs of the only worker are free: two calls at once still connect
+        support.auto_answer(200)
+        other = registered(sw, "101", made)
+        other.auto_answer(200)
+        first, second = caller.call("102"), support.call("101")
+        caller.wait_state(first, "confirmed")
+        support.wait_state(second, "confirmed")
+        caller.hangup(first)
+        support.hangup(second)
+    finally:
+        sw.stop()
