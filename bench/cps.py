@@ -114,6 +114,15 @@ def run() -> dict:
                     notes += [
                         f"switch log: {ln}" for ln in sw.log_grep(" WARNING ", " ERROR ")[-6:]
                     ]
+                    toomany = sum(
+                        f.read_text(errors="replace").count("Error making call")
+                        for f in (sw.data_dir / "logs").glob("worker-*.log")
+                    )
+                    if toomany:
+                        notes.append(
+                            f"media worker logs: {toomany} x 'Error making call' "
+                            "(pjsua_call_make_call PJ_ETOOMANY: B's leg not placed)"
+                        )
                     for c in sw.query(
                         "SELECT id, result, cause, sip_code, ended FROM calls "
                         "WHERE rowid > ? AND (result IS NULL OR result != "

@@ -4,8 +4,11 @@ Why it looks like this:
 
 * Every section is *declared* (`Section` of `Field`s: key, accepted TOML types, default,
   checker) in `SCHEMA`, and one generic engine walks the parsed TOML against it. Adding a
-  later section (`[block.NAME]`, `[[trunk]]`, `[http]`) means writing its dataclass, its
-  `Section(...)` entry and maybe a few checkers, not new traversal code.
+  later section (`[[trunk]]`, `[http]`) means writing its dataclass, its `Section(...)`
+  entry and maybe a few checkers, not new traversal code. A dotted name (`switch.smtp`)
+  declares a sub-table of another section; `variants` let each item of a section pick
+  its own fields and dataclass by a key (`[block.NAME]` by `type`); `Schema.checks` see
+  every built section at once (references between blocks, reachability, prompt files).
 * An administrator fixes a config file in one go, so the engine collects *all* problems
   (unknown keys, wrong types, bad values, cross-field and cross-item conflicts) and raises
   one `ConfigError` carrying them, each as `FILE:LINE: key: what is wrong, what is expected`.
@@ -164,7 +167,9 @@ class Context:
     """What a checker may need besides the value itself."""
 
     base_dir: Path  # relative paths in the file are relative to this
-    item: Mapping[str, Any]  # the raw TOML table the value sits in (for cross-key checks)
+    # the raw TOML table the value sits in (for cross-key checks); for a `Schema` check,
+    # the whole parsed document
+    item: Mapping[str, Any]
 
 
 Checker = Callable[[Any, Context], Any]
@@ -214,9 +219,15 @@ class Section:
     kind "table": `[name]`, optional unless `required`.
     kind "array": `[[name]]`, zero or more items; `unique` keys must differ between items.
     kind "map":   `[name.ITEM]`, a table of named tables (e.g. `[block.main]`);
-                  `item_name` validates ITEM.
+                  `item_name` validates ITEM and `item_attr` names the dataclass attribute
+                  that receives it.
+    A dotted `name` ("switch.smtp") is a sub-table of the section named before the dot:
+    the parent accepts it as a key, and it is validated (and defaulted) on its own.
     `cls` builds the value from the attribute kwargs; `config_attr` is the `Config` field
-    it lands in (tuple for arrays, dict for maps)."""
+    it lands in (tuple for arrays, dict for maps).
+    `variants` (with `variant_key`): each item names one of them by that key (`type =
+    "menu"`), and is checked against that variant's `fields`/`checks` and built by its
+    `cls`; the variant's `name` is the key's value, its `label` is used in messages."""
 
     name: str
     kind: Literal["table", "array", "map"]
@@ -228,7 +239,14 @@ class Section:
     unique: tuple[str, ...] = ()
     required: bool = False
     item_name: Checker | None = None
+    item_attr: str | None = None
+    variant_key: str = ""
+    variants: tuple[Section, ...] = ()
     doc: str = ""
+
+    @property
+    def path(self) -> KeyPath:
+        return tuple(self.name.split("."))
 
     @property
     def header(self) -> str:
@@ -237,15 +255,20 @@ class Section:
         )
 
 
+# A global check gets the built section values by section name and a Context (base dir,
+# whole document); it yields `(path, message)`, or `(path, message, key_path)` to show
+# a shorter key than the path whose line is reported.
+GlobalCheck = Callable[[Mapping[str, Any], Context], Iterable[tuple[Any, ...]]]
+
+
 @dataclass(frozen=True)
 class Schema:
-    """All sections, plus checks spanning sections (e.g. later: unreachable blocks).
+    """All sections, plus checks spanning sections (references between blocks, ...).
 
-    A global check gets the built section values by section name and yields
-    `(path, message)` pairs; it runs only when every section built cleanly."""
+    The global checks run only when every section built cleanly."""
 
     sections: tuple[Section, ...]
-    checks: tuple[Callable[[Mapping[str, Any]], Iterable[tuple[KeyPath, str]]], ...] = ()
+    checks: tuple[GlobalCheck, ...] = ()
 
 
 # --------------------------------------------------------------------------- type names
@@ -859,6 +882,8 @@ class _Validator:
     lines: dict[KeyPath, int]
     base_dir: Path
     problems: list[ConfigProblem] = field(default_factory=list)
+    # section name -> its sub-table keys ("switch" -> ["smtp"])
+    subtables: dict[str, list[str]] = field(default_factory=dict)
 
     def line_of(self, path: KeyPath) -> int:
         p = tuple(path)
@@ -874,31 +899,39 @@ class _Validator:
 
     # -- whole document
     def run(self, data: dict[str, Any], schema: Schema) -> dict[str, Any] | None:
-        sections = {s.name: s for s in schema.sections}
+        tops = list(dict.fromkeys(s.path[0] for s in schema.sections))
+        self.subtables = {}
+        for s in schema.sections:
+            if len(s.path) > 1:
+                self.subtables.setdefault(".".join(s.path[:-1]), []).append(s.path[-1])
         for key in data:
-            if key not in sections:
+            if key not in tops:
                 allowed = ", ".join(s.header for s in schema.sections)
                 self.report(
                     (key,),
-                    f"unknown section; {_suggest(key, list(sections))}expected one of {allowed}",
+                    f"unknown section; {_suggest(key, tops)}expected one of {allowed}",
                 )
         built: dict[str, Any] = {}
         ok = not self.problems
         for section in schema.sections:
-            value = self.section(section, data.get(section.name))
+            raw: Any = data
+            for part in section.path:
+                raw = raw.get(part) if isinstance(raw, dict) else None
+            value = self.section(section, raw)
             if value is None:
                 ok = False
             else:
                 built[section.name] = value
         if ok:
+            ctx = Context(self.base_dir, data)
             for check in schema.checks:
-                for path, message in check(built):
-                    self.report(path, message)
+                for path, message, *key_path in check(built, ctx):
+                    self.report(path, message, key_path=key_path[0] if key_path else None)
         return built if ok and not self.problems else None
 
     def section(self, section: Section, raw: Any) -> Any:
         """The built value of a section, or None if it had problems."""
-        path: KeyPath = (section.name,)
+        path: KeyPath = section.path
         if raw is None:
             if section.required:
                 self.report(path, f"missing section; expected a {section.header} section")
@@ -911,7 +944,7 @@ class _Validator:
         if section.kind == "array":
             if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
                 return self._wrong_section(section, raw)
-            items = [self.table(section, r, (*path, n)) for n, r in enumerate(raw)]
+            items = [self.item(section, r, (*path, n)) for n, r in enumerate(raw)]
             unique_ok = self._unique(section, raw)
             if not unique_ok or any(i is None for i in items):
                 return None
@@ -929,7 +962,7 @@ class _Validator:
                     for message, _ in e.items:
                         self.report((*path, name), message)
                     ok = False
-            value = self.table(section, item, (*path, name))
+            value = self.item(section, item, (*path, name), name)
             ok = ok and value is not None
             out[name] = value
         return out if ok else None
@@ -941,8 +974,39 @@ class _Validator:
         elif section.kind == "table" and isinstance(raw, list):
             got = f"an array; write it once as {section.header}, not [[{section.name}]]"
         kind = {"table": "a table", "array": "an array of tables", "map": "tables"}[section.kind]
-        self.report((section.name,), f"expected {kind} written {section.header}, got {got}")
+        self.report(section.path, f"expected {kind} written {section.header}, got {got}")
         return None
+
+    def item(self, section: Section, raw: dict[str, Any], path: KeyPath, name: str = "") -> Any:
+        """One item of an array/map section (or the table itself), dispatching on
+        `variant_key` when the section has variants; the built object or None."""
+        extra = {section.item_attr: name} if section.item_attr else {}
+        if not section.variants:
+            return self.table(section, raw, path, extra=extra)
+        key, label = section.variant_key, section.label or section.name
+        choices = [v.name for v in section.variants]
+        if key not in raw:
+            self.report(
+                (*path, key), f"required key is missing; expected the {label} {key}: "
+                + _or_list(choices)
+            )  # fmt: skip
+            return None
+        value = raw[key]
+        if not isinstance(value, str):
+            self.report(
+                (*path, key),
+                f"expected a string, got {describe_type(value)}; expected {_or_list(choices)}",
+            )
+            return None
+        variant = next((v for v in section.variants if v.name == value), None)
+        if variant is None:
+            self.report(
+                (*path, key),
+                f'unknown {label} {key} "{value}"; {_suggest(value, choices)}expected'
+                f" {_or_list(choices)}",
+            )
+            return None
+        return self.table(variant, raw, path, known=(key,), extra=extra)
 
     def _unique(self, section: Section, raw: list[dict[str, Any]]) -> bool:
         """Report items repeating a `unique` key, on the repeat's line; False if any."""
@@ -966,17 +1030,36 @@ class _Validator:
                     first[value] = n
         return ok
 
-    def table(self, section: Section, raw: dict[str, Any], path: KeyPath) -> Any:
-        """Check one table against the section's fields; the built object or None."""
+    def table(
+        self,
+        section: Section,
+        raw: dict[str, Any],
+        path: KeyPath,
+        *,
+        known: Sequence[str] = (),
+        extra: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Check one table against the section's fields; the built object or None.
+
+        `known`: keys handled by the caller (a variant key); `extra`: more constructor
+        arguments (a map item's name)."""
         fields = {f.key: f for f in section.fields}
+        subs = self.subtables.get(section.name, []) if section.kind == "table" else []
         ok = True
         suggested: set[str] = set()
         for key in raw:
-            if key not in fields:
-                close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+            if key not in fields and key not in known and key not in subs:
+                close = difflib.get_close_matches(key, [*fields, *subs], n=1, cutoff=0.6)
                 suggested.update(close)
                 hint = f'did you mean "{close[0]}"? ' if close else ""
-                self.report((*path, key), f"unknown key; {hint}allowed keys: {', '.join(fields)}")
+                allowed = ", ".join([*known, *fields]) or "none"
+                if known:
+                    allowed = f'allowed keys for {known[0]} = "{section.name}": {allowed}'
+                else:
+                    allowed = f"allowed keys: {allowed}"
+                if subs:
+                    allowed += "; tables: " + ", ".join(f"[{section.name}.{t}]" for t in subs)
+                self.report((*path, key), f"unknown key; {hint}{allowed}")
                 ok = False
         ctx = Context(self.base_dir, raw)
         values: dict[str, Any] = {}
@@ -1020,7 +1103,7 @@ class _Validator:
                     ok = False
         if not ok:
             return None
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = dict(extra or {})
         for f in section.fields:
             if len(f.attrs) == 1:
                 kwargs[f.attrs[0]] = values[f.key]

@@ -29,10 +29,11 @@ from softswitch.calls import (
     LegOpened,
     WorkerCommand,
 )
-from softswitch.config_types import Config, ScriptBlock
+from softswitch.config_types import Config, ScriptBlock, VoicemailBlock
 from softswitch.flow.blocks import FlowContext, ScriptFlow, load_function, prompt_path, run_flow
-from softswitch.flow.call import Call
+from softswitch.flow.call import Call, Recording
 from softswitch.flow.session import FlowSession, SessionDeps
+from softswitch.mail import Mailer
 from softswitch.media.pool import Pool, Worker
 from softswitch.sip.auth import DigestAuthenticator
 from softswitch.sip.message import Peer
@@ -41,6 +42,7 @@ from softswitch.sip.registrar import Registrar
 from softswitch.sip.routing import Fork, ForkOutcome, Pending, Reject, Target, ToWorker
 from softswitch.sip.transport import Transports
 from softswitch.store import Store
+from softswitch.voicemail import recover, save_voicemail_async
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,8 @@ class Coordinator:
         self.pool: Pool | None = None
         self.registrar: Registrar | None = None
         self._sweeper: asyncio.Task | None = None
+        self._mailer_task: asyncio.Task | None = None
+        self.mailer: Mailer | None = None
         self._seq = 0
         self.started = asyncio.Event()
 
@@ -106,6 +110,17 @@ class Coordinator:
         closed = self.store.close_stale(self.clock())
         if closed:
             log.warning("closed %d call(s) left open by the previous run as failed", closed)
+        boxes = {
+            (b.box or b.name): list(b.email)
+            for b in self.config.blocks.values()
+            if isinstance(b, VoicemailBlock)
+        }
+        recovered = recover(self.store, self.data_dir, boxes=boxes, tz=sw.timezone)
+        if recovered.adopted:
+            log.warning("adopted %d voicemail file(s) left by a crash", len(recovered.adopted))
+        self.mailer = Mailer(self.store, self.config.smtp, self.data_dir, self.clock)
+        self._mailer_task = asyncio.get_running_loop().create_task(self.mailer.run())
+        self.flow_context.save_voicemail = self._save_voicemail
         secret = load_secret(self.data_dir)
         auth = DigestAuthenticator(realm=sw.domain, secret=secret)
         self.registrar = Registrar(self.config, self.store, auth)
@@ -139,9 +154,25 @@ class Coordinator:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         self.started.set()
 
+    async def _save_voicemail(self, call: Call, block: VoicemailBlock, rec: Recording) -> int:
+        assert self.store is not None and self.mailer is not None
+        voicemail_id = await save_voicemail_async(
+            self.store, self.data_dir, block.box or block.name, call.caller, call.caller_name,
+            call.call_id, rec.path, rec.seconds, self.clock(), list(block.email),
+            tz=self.config.switch.timezone,
+        )
+        log.info("voicemail %d for box %s from %s (%.1f s)", voicemail_id,
+                 block.box or block.name, call.caller, rec.seconds)
+        self.mailer.notify()
+        return voicemail_id
+
     async def stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._mailer_task is not None:
+            self._mailer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._mailer_task
         if self.pool is not None:
             await self.pool.stop()
         if self.transports is not None:

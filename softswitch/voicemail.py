@@ -385,19 +385,14 @@ def recover(
     for box_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for day_dir in sorted(p for p in box_dir.iterdir() if p.is_dir()):
             for file in sorted(p for p in day_dir.iterdir() if p.is_file()):
-                if file.name.startswith(".") and file.name.endswith(TMP_SUFFIX):
-                    file = _finish_tmp(data_dir, file, result)
-                    if file is None:
-                        continue
-                elif not file.name.endswith(".wav"):
-                    continue
-                rel = file.relative_to(data_dir).as_posix()
-                if rel in known:
-                    continue
                 box, emails = by_dir.get(box_dir.name, (box_dir.name, ()))
-                voicemail_id = _adopt(store, file, rel, box, emails, tz, smtp_sender, result)
-                if voicemail_id is not None:
-                    known.add(rel)
+                try:
+                    _recover_file(
+                        store, data_dir, file, box, emails, tz, smtp_sender, known, result
+                    )
+                except Exception:  # one bad file must not stop the switch from starting
+                    log.exception("voicemail recovery: could not handle %s; left alone", file)
+                    result.skipped.append(file)
     for row in store.voicemails():
         if not (data_dir / row["path"]).exists():
             result.missing.append(int(row["id"]))
@@ -408,6 +403,31 @@ def recover(
             ", ".join(map(str, result.missing[:20])),
         )
     return result
+
+
+def _recover_file(
+    store: Store,
+    data_dir: Path,
+    file: Path,
+    box: str,
+    emails: Sequence[str],
+    tz: str,
+    smtp_sender: str | None,
+    known: set[str],
+    result: Recovered,
+) -> None:
+    if file.name.startswith(".") and file.name.endswith(TMP_SUFFIX):
+        finished = _finish_tmp(data_dir, file, result)
+        if finished is None:
+            return
+        file = finished
+    elif not file.name.endswith(".wav"):
+        return
+    rel = file.relative_to(data_dir).as_posix()
+    if rel in known:
+        return
+    if _adopt(store, file, rel, box, emails, tz, smtp_sender, result) is not None:
+        known.add(rel)
 
 
 def _finish_tmp(data_dir: Path, tmp: Path, result: Recovered) -> Path | None:

@@ -317,6 +317,10 @@ def test_berlin_repeated_hour_means_its_first_occurrence() -> None:
     assert_closes(s, utc("2026-10-25 00:30"))  # the first 02:30 (CEST)
     assert not s.is_open(utc("2026-10-25 01:15"))  # the second 02:15 (CET)
     assert s.next_change(utc("2026-10-25 00:30")) == local("2026-11-01 01:00", BERLIN)
+    # the change in the repeated hour shows local time and still compares as an instant
+    change = s.next_change(utc("2026-10-25 00:00"))
+    assert change is not None and (change.hour, change.minute) == (2, 30)
+    assert change.utcoffset() == timedelta(hours=2) and change == utc("2026-10-25 00:30")
 
 
 def test_berlin_overnight_range_over_the_fall_back_night_lasts_an_hour_longer() -> None:

@@ -101,7 +101,9 @@ def test_save_layout_row_and_outbox(store: Store, data_dir: Path, recording: Pat
     assert row["caller_name"] == "Alice" and row["call_id"] == "1772458200-1-abcdef"
     assert row["received"] == NOW and row["seconds"] == 1.5 and row["heard"] == 0
     # local date and time of the switch's timezone
-    assert re.fullmatch(r"voicemail/sales/2026-03-02/143005-0301234567-[0-9a-f]{8}\.wav", row["path"])
+    assert re.fullmatch(
+        r"voicemail/sales/2026-03-02/143005-0301234567-[0-9a-f]{8}\.wav", row["path"]
+    )
     assert (data_dir / row["path"]).read_bytes() == original
     assert not recording.exists()  # moved
     assert not list((data_dir / row["path"]).parent.glob(".*"))  # no temp file left
@@ -298,7 +300,12 @@ def test_wav_info(tmp_path: Path) -> None:
 
 def test_email_text() -> None:
     subject, body = vm.voicemail_email(
-        box="sales", caller="102", caller_name=None, received=NOW, seconds=75, tz=TZ,
+        box="sales",
+        caller="102",
+        caller_name=None,
+        received=NOW,
+        seconds=75,
+        tz=TZ,
         filename="x.wav",
     )
     assert subject == "Voicemail from 102 (1:15) in box sales"

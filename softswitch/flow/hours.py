@@ -37,9 +37,9 @@ from __future__ import annotations
 import difflib
 import re
 import zoneinfo
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 
 __all__ = ["Schedule", "ScheduleError", "DEFAULT_WORKING_HOURS", "DAY_NAMES"]
 
@@ -166,14 +166,14 @@ def _parse_schedule_entry(entry: str) -> tuple[tuple[int, ...], tuple[Range, ...
     if m is None:
         raise _Bad(f'"{entry}": no hours given; expected days then hours, e.g. {_SCHEDULE_EXAMPLE}')
     days_text, ranges_text = text[: m.start()].strip(), text[m.start() :]
+    if _DATE_RE.match(text):
+        raise _Bad(f'"{entry}": a date belongs in holidays or working_days; expected'
+                   f" days of the week, e.g. {_SCHEDULE_EXAMPLE}")  # fmt: skip
     if not days_text:
         raise _Bad(
             f'"{entry}": no days given; expected days then hours, e.g. "daily {ranges_text}"'
             f" or {_SCHEDULE_EXAMPLE}"
         )
-    if _DATE_RE.match(ranges_text):
-        raise _Bad(f'"{entry}": a date belongs in holidays or working_days; expected'
-                   f" days of the week, e.g. {_SCHEDULE_EXAMPLE}")  # fmt: skip
     return _parse_days(days_text, entry), _parse_ranges(ranges_text, entry)
 
 
@@ -329,26 +329,44 @@ class Schedule:
         )
 
     def next_change(self, now: datetime | float) -> datetime | None:
-        """The next instant after `now` at which `is_open` changes, as an aware datetime
-        in the schedule's time zone; None if it never changes again (always open or
-        always closed from `now` on)."""
+        """The next instant after `now` at which `is_open` changes, or None if it never
+        changes again (always open, or never open again, from `now` on).
+
+        The result shows the local wall time: it carries the zone's UTC offset at that
+        instant as a fixed-offset tzinfo (a ZoneInfo datetime in a repeated hour would
+        compare unequal to the same instant in any other zone)."""
         t = _as_utc(now)
         today = t.astimezone(self.tz).date()
+        # 9 days after the last holiday/working day only the weekly pattern is left, so
+        # if nothing has changed by then, nothing ever will
         last = max([today, *self.holidays, *self.working_days]) + timedelta(days=9)
-        open_until: datetime | None = None
-        for start, end in self._intervals_between(today - timedelta(days=1), last):
-            if open_until is None:
-                if end <= t:
-                    continue
-                if start > t:
-                    return start.astimezone(self.tz)  # closed now: the next opening
-                open_until = end  # open now: extend over touching/overlapping intervals
-            elif start <= open_until:
-                open_until = max(open_until, end)
-            else:
-                return open_until.astimezone(self.tz)
-        # past `last` the weekly pattern repeats unchanged, so this is for good
-        return None
+        open_until: datetime | None = None  # while open: the end of the open stretch
+        day = today - timedelta(days=1)
+        while True:
+            # a date's intervals start at or after its local midnight and before the next
+            # one's, so walking dates in order yields starts in order
+            for start, end in self.intervals_on(day):
+                if open_until is None:
+                    if end <= t:
+                        continue
+                    if start > t:
+                        return self._local(start)  # closed now: the next opening
+                    open_until = end  # open now
+                elif start <= open_until:  # touching or overlapping: still open
+                    open_until = max(open_until, end)
+                else:
+                    return self._local(open_until)
+            day += timedelta(days=1)
+            if open_until is not None and open_until < self._instant(day, 0):
+                return self._local(open_until)  # nothing later can start early enough
+            if day > last:
+                return None
+
+    def _local(self, instant: datetime) -> datetime:
+        wall = instant.astimezone(self.tz)
+        offset = wall.utcoffset()
+        assert offset is not None
+        return wall.replace(tzinfo=timezone(offset, wall.tzname()), fold=0)
 
     def ranges_on(self, day: date) -> tuple[Range, ...]:
         """The ranges owned by a local calendar date (before holiday clipping)."""
@@ -370,14 +388,6 @@ class Schedule:
             if a < b:  # both ends in one DST gap: nothing left
                 out.append((a, b))
         return out
-
-    def _intervals_between(self, first: date, last: date) -> Iterator[tuple[datetime, datetime]]:
-        # a date's intervals start at or after its local midnight and before the next
-        # one's, so walking dates in order yields starts in order
-        day = first
-        while day <= last:
-            yield from self.intervals_on(day)
-            day += timedelta(days=1)
 
     def _instant(self, day: date, minutes: int) -> datetime:
         """The UTC instant the local wall clock shows `day` + `minutes`."""
