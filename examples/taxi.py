@@ -31,7 +31,7 @@ import aiohttp
 
 from softswitch import Call
 
-log = logging.getLogger("examples.taxi")
+log = logging.getLogger(__name__)
 
 
 def _env_float(name: str, default: float) -> float:
@@ -94,8 +94,11 @@ async def flow(call: Call) -> str | None:
         return TO_DISPATCHER
     driver = str(order.get("driver_extension") or "")
     if not driver.isdigit():
-        log.warning("%s: order without a usable driver_extension (%r): to the dispatcher",
-                    who, order.get("driver_extension"))
+        log.warning(
+            "%s: order without a usable driver_extension (%r): to the dispatcher",
+            who,
+            order.get("driver_extension"),
+        )
         return TO_DISPATCHER
     call.vars["order"] = order
     log.info("%s: order %s, ringing driver %s", who, order.get("order", "?"), driver)
@@ -103,7 +106,11 @@ async def flow(call: Call) -> str | None:
     if result.answered:
         log.info("%s: talked to driver %s for %.0f s", who, driver, result.talk_seconds)
         return HANG_UP
-    log.info("%s: driver %s %s after %.0f s: to the dispatcher",
-             who, driver, result.status, result.ring_seconds)
+    log.info(
+        "%s: driver %s %s after %.0f s: to the dispatcher",
+        who,
+        driver,
+        result.status,
+        result.ring_seconds,
+    )
     return TO_DISPATCHER
-

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import difflib
+import importlib
 import ipaddress
 import re
 import string
@@ -32,7 +33,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from softswitch.config_types import Config, ExtensionConfig, ListenAddress, SwitchConfig
+from softswitch.config_types import (
+    Block,
+    Config,
+    DialBlock,
+    ExtensionConfig,
+    HangupBlock,
+    HoursBlock,
+    ListenAddress,
+    MenuBlock,
+    PlayBlock,
+    ScriptBlock,
+    SmtpConfig,
+    SwitchConfig,
+    VoicemailBlock,
+)
+from softswitch.flow.hours import Schedule, ScheduleError
 
 __all__ = [
     "ConfigError",
@@ -563,6 +579,210 @@ def check_email(value: str, ctx: Context) -> str:
     return value
 
 
+def float_range(lo: float, hi: float) -> Checker:
+    """Checker: a number (integer or float) within [lo, hi], as a float."""
+
+    def check(value: float, ctx: Context) -> float:
+        if not lo <= value <= hi:
+            raise Invalid(f"{value} is out of range; expected a number from {lo:g} to {hi:g}")
+        return float(value)
+
+    return check
+
+
+def check_host(value: str, ctx: Context) -> str:
+    if _HOSTNAME_RE.fullmatch(value):
+        return value
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise Invalid(
+            f'"{value}" is not a host name or IP address; expected e.g. "smtp.example.com"'
+            ' or "127.0.0.1"'
+        ) from None
+    return value
+
+
+def check_media_dir(value: str, ctx: Context) -> Path | None:
+    """"" = the prompts shipped with softswitch; otherwise an existing directory."""
+    if not value.strip():
+        return None
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = ctx.base_dir / path
+    if not path.is_dir():
+        what = "is not a directory" if path.exists() else "does not exist"
+        raise Invalid(
+            f'"{path}" {what}; expected a directory with a folder per language'
+            ' (en/welcome.wav, ...), or "" for the prompts shipped with softswitch'
+        )
+    return path
+
+
+def check_entry_number(value: str, ctx: Context) -> str:
+    if not re.fullmatch(r"[0-9]{2,6}", value):
+        raise Invalid(
+            f'"{value}" is not a number to dial; expected a string of 2 to 6 digits, e.g. "100"'
+        )
+    return value
+
+
+_BLOCK_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_BLOCK_NAME_EXPECTED = 'expected letters, digits, "-" and "_" (at most 64), e.g. "after-hours"'
+
+
+def check_block_name(value: str, ctx: Context) -> str:
+    if not _BLOCK_NAME_RE.fullmatch(value):
+        raise Invalid(f'"{value}" is not a block name; {_BLOCK_NAME_EXPECTED}')
+    return value
+
+
+def check_entry(value: str, ctx: Context) -> str:
+    """`entry` names a block ("" = no call flows); that it exists is a global check."""
+    return check_block_name(value, ctx) if value else value
+
+
+def _check_prompt_text(value: str, *, optional: bool) -> str:
+    if not value.strip():
+        if optional:
+            return ""
+        raise Invalid('the prompt is empty; expected a prompt name such as "welcome" or a'
+                      ' path to an audio file')  # fmt: skip
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise Invalid("contains control characters; expected a prompt name or a file path")
+    return value
+
+
+def check_prompt(value: str, ctx: Context) -> str:
+    """A prompt name or file; whether it exists and plays is checked once the switch's
+    language and media_dir are known (`_check_flows`)."""
+    return _check_prompt_text(value, optional=False)
+
+
+def check_optional_prompt(value: str, ctx: Context) -> str:
+    """Like check_prompt, but "" means "say nothing"."""
+    return _check_prompt_text(value, optional=True)
+
+
+DTMF_DIGITS = "0123456789*#"
+
+
+def check_options(value: dict[str, Any], ctx: Context) -> dict[str, str]:
+    """Menu options: single DTMF digit -> block name (existence is a global check)."""
+    errors: list[tuple[str, KeyPath]] = []
+    for digit, target in value.items():
+        if len(digit) != 1 or digit not in DTMF_DIGITS:
+            errors.append((f'"{digit}" is not a key on the phone; expected a single digit 0-9,'
+                           ' "*" or "#" (quote "*" and "#")', (digit,)))  # fmt: skip
+        elif not isinstance(target, str):
+            errors.append((f'option "{digit}" is {describe_type(target)}; expected the name of'
+                           f' a block in quotes, e.g. "{digit}" = "sales"', (digit,)))  # fmt: skip
+    if errors:
+        raise Invalid(items=errors)
+    return dict(value)
+
+
+def _string_list(value: list[Any], what: str) -> list[tuple[str, KeyPath]]:
+    return [
+        (f"entry {i + 1} is {describe_type(v)}; expected {what}", (i,))
+        for i, v in enumerate(value)
+        if not isinstance(v, str)
+    ]
+
+
+def _schedule_invalid(error: ScheduleError, field_name: str) -> Invalid | None:
+    items = [(m, (i,)) for f, i, m in error.problems if f == field_name]
+    return Invalid(items=items) if items else None
+
+
+def check_schedule(value: list[Any], ctx: Context) -> tuple[str, ...]:
+    """Weekly hours, each entry parsed by `Schedule.parse` (its error on its own line)."""
+    try:
+        Schedule.parse(value)
+    except ScheduleError as e:
+        invalid = _schedule_invalid(e, "schedule")
+        if invalid is not None:
+            raise invalid from None
+    return tuple(value)
+
+
+def check_holidays(value: list[Any], ctx: Context) -> tuple[str, ...]:
+    try:
+        Schedule.parse([], value)
+    except ScheduleError as e:
+        invalid = _schedule_invalid(e, "holidays")
+        if invalid is not None:
+            raise invalid from None
+    return tuple(value)
+
+
+def check_working_days(value: list[Any], ctx: Context) -> tuple[str, ...]:
+    """Also against this block's holidays: a date cannot be both (reported here)."""
+    holidays = ctx.item.get("holidays")
+    if not isinstance(holidays, list):
+        holidays = []
+    try:
+        Schedule.parse([], holidays, value)
+    except ScheduleError as e:
+        invalid = _schedule_invalid(e, "working_days")
+        if invalid is not None:
+            raise invalid from None
+    return tuple(value)
+
+
+def check_targets(value: list[Any], ctx: Context) -> tuple[str, ...]:
+    """Extension numbers to ring; that they are configured is a global check."""
+    if not value:
+        raise Invalid('the list is empty; expected extension numbers such as ["101", "102"]')
+    errors = _string_list(value, 'an extension number in quotes, e.g. "101"')
+    seen: set[str] = set()
+    for i, number in enumerate(value):
+        if not isinstance(number, str):
+            continue
+        if not re.fullmatch(r"[0-9]{2,6}", number):
+            errors.append((f'"{number}" is not an extension number; expected 2 to 6 digits',
+                           (i,)))  # fmt: skip
+        elif number in seen:
+            errors.append((f'"{number}" is listed twice; expected each extension once', (i,)))
+        seen.add(number)
+    if errors:
+        raise Invalid(items=sorted(errors, key=lambda e: e[1]))
+    return tuple(value)
+
+
+def check_email_list(value: list[Any], ctx: Context) -> tuple[str, ...]:
+    errors = _string_list(value, 'an e-mail address in quotes, e.g. "alice@example.com"')
+    for i, address in enumerate(value):
+        if isinstance(address, str):
+            try:
+                check_email(address, ctx)
+            except Invalid as e:
+                errors.append((str(e), (i,)))
+    if errors:
+        raise Invalid(items=sorted(errors, key=lambda e: e[1]))
+    return tuple(value)
+
+
+def check_box(value: str, ctx: Context) -> str:
+    """A mailbox name becomes a directory name under data_dir: keep it plain."""
+    if value and not _BLOCK_NAME_RE.fullmatch(value):
+        raise Invalid(f'"{value}" is not a mailbox name; {_BLOCK_NAME_EXPECTED}')
+    return value
+
+
+_FUNCTION_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+
+
+def check_function(value: str, ctx: Context) -> str:
+    if not _FUNCTION_RE.fullmatch(value):
+        raise Invalid(
+            f'"{value}" is not a function reference; expected "module:function" such as'
+            ' "examples.taxi:flow" (an async def flow(call) registered with @switch.flow'
+            " or importable)"
+        )
+    return value
+
+
 # --------------------------------------------------------------------------- cross checks
 
 
@@ -599,6 +819,261 @@ def _rtp_fits_workers(v: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
         )
 
 
+def _smtp_login_pair(v: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    if v["username"] is not None and v["password"] is None:
+        yield ("username", "username is set but password is missing; expected both or neither")
+    elif v["password"] is not None and v["username"] is None:
+        yield ("password", "password is set but username is missing; expected both or neither")
+
+
+def _menu_offers_something(v: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    if not v["options"] and not v["dial_extensions"]:
+        yield (
+            "options",
+            "the menu has no options and dial_extensions is off, so no key does anything;"
+            ' expected options such as { "1" = "sales" } or dial_extensions = true'
+            " (or use a play block)",
+        )
+
+
+def _hours_ever_open(v: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    if not v["schedule"] and not v["working_days"]:
+        yield (
+            "schedule",
+            "the schedule is empty and there are no working_days, so every call goes to"
+            ' closed; expected entries such as "mon-fri 09:00-18:00"',
+        )
+
+
+# --------------------------------------------------------------------------- flow checks
+
+# the keys of each block type that name another block ("" = hang up)
+_NEXT_KEYS: dict[type, tuple[str, ...]] = {
+    MenuBlock: ("on_timeout",),
+    HoursBlock: ("open", "closed"),
+    PlayBlock: ("next",),
+    DialBlock: ("on_no_answer",),
+    ScriptBlock: ("next",),
+    VoicemailBlock: (),
+    HangupBlock: (),
+}
+# blocks that pass a call on without waiting for anything (no prompt, ringing or recording):
+# a loop made only of these would spin forever
+_INSTANT_BLOCKS = (HoursBlock, ScriptBlock)
+
+
+def block_references(block: Block) -> list[tuple[KeyPath, KeyPath, str]]:
+    """(path within the block, displayed key within the block, target) for every block
+    name `block` refers to, "" (hang up) included."""
+    out: list[tuple[KeyPath, KeyPath, str]] = []
+    if isinstance(block, MenuBlock):
+        out += [(("options", digit), ("options",), t) for digit, t in block.options.items()]
+    out += [((key,), (key,), getattr(block, key)) for key in _NEXT_KEYS[type(block)]]
+    return out
+
+
+def _unknown_block(name: str, blocks: Mapping[str, Block], *, hangup: bool) -> str:
+    choices = list(blocks)
+    if not choices:
+        return f'unknown block "{name}"; no [block.NAME] tables are configured'
+    listed = _or_list(choices) + (' (or "" to hang up)' if hangup else "")
+    return f'unknown block "{name}"; {_suggest(name, choices)}expected one of {listed}'
+
+
+def _find_cycles(graph: Mapping[str, list[str]]) -> list[list[str]]:
+    """One cycle per strongly connected component that has one (Tarjan), each as the list
+    of its blocks starting from the first in `graph` order, ending where it began."""
+    order = {name: i for i, name in enumerate(graph)}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component: list[str] = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            components.append(component)
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    cycles: list[list[str]] = []
+    for component in components:
+        members = set(component)
+        start = min(component, key=order.__getitem__)
+        if len(component) == 1 and start not in graph[start]:
+            continue
+        # a shortest way back to `start` inside the component (breadth-first)
+        back: dict[str, str] = {}
+        queue, seen, end = [start], {start}, None
+        while queue and end is None:
+            v = queue.pop(0)
+            for w in graph[v]:
+                if w == start:
+                    end = v
+                    break
+                if w in members and w not in seen:
+                    seen.add(w)
+                    back[w] = v
+                    queue.append(w)
+        path = [start]
+        v = end
+        while v is not None and v != start:
+            path.insert(1, v)
+            v = back.get(v)
+        cycles.append([*path, start])
+    return sorted(cycles, key=lambda c: order[c[0]])
+
+
+def _check_flows(built: Mapping[str, Any], ctx: Context) -> Iterator[tuple[Any, ...]]:
+    """Everything about call flows that needs more than one block: references, the entry
+    block, reachability, loops that never wait, extensions dialled, prompt files."""
+    switch: SwitchConfig = built["switch"]
+    blocks: dict[str, Block] = built.get("block", {})
+    numbers = [e.number for e in built.get("extension", ())]
+
+    if switch.entry and switch.entry_number in numbers:
+        yield (
+            ("switch", "entry_number"),
+            f'"{switch.entry_number}" is also an extension number; expected a number no'
+            " extension uses, so that dialling it reaches the call flow",
+        )
+    if blocks and not switch.entry:
+        yield (
+            ("switch", "entry"),
+            "[block.NAME] tables are configured but nothing says where a call starts;"
+            f" expected entry = {_or_list(list(blocks))} in [switch]",
+        )
+    elif switch.entry and switch.entry not in blocks:
+        yield (("switch", "entry"), _unknown_block(switch.entry, blocks, hangup=False))
+
+    graph: dict[str, list[str]] = {}
+    for name, block in blocks.items():
+        graph[name] = []
+        for sub, shown, target in block_references(block):
+            if not target:
+                continue
+            if target not in blocks:
+                yield (
+                    ("block", name, *sub),
+                    _unknown_block(target, blocks, hangup=True),
+                    ("block", name, *shown),
+                )
+            elif target not in graph[name]:
+                graph[name].append(target)
+        if isinstance(block, DialBlock):
+            for i, number in enumerate(block.targets):
+                if number not in numbers:
+                    known = _or_list(numbers) if numbers else "none is configured"
+                    yield (
+                        ("block", name, "targets", i),
+                        f'"{number}" is not a configured extension; expected one of {known}',
+                        ("block", name, "targets"),
+                    )
+
+    # reachability: a script may continue at any block it likes, so once one is
+    # reachable nothing can be called unreachable
+    if switch.entry in blocks:
+        reached = {switch.entry}
+        todo = [switch.entry]
+        while todo:
+            for target in graph[todo.pop()]:
+                if target not in reached:
+                    reached.add(target)
+                    todo.append(target)
+        if not any(isinstance(blocks[n], ScriptBlock) for n in reached):
+            for name in blocks:
+                if name not in reached:
+                    yield (
+                        ("block", name),
+                        f'block "{name}" is never reached: no way leads to it from the entry'
+                        f' block "{switch.entry}"; expected another block to name it (a menu'
+                        " option, open/closed, next, on_timeout or on_no_answer), or remove it",
+                    )
+
+    instant = {n: [t for t in graph[n] if isinstance(blocks[t], _INSTANT_BLOCKS)]
+               for n, b in blocks.items() if isinstance(b, _INSTANT_BLOCKS)}  # fmt: skip
+    for cycle in _find_cycles(instant):
+        yield (
+            ("block", cycle[0]),
+            "blocks " + " -> ".join(f'"{n}"' for n in cycle) + " form a loop in which"
+            " nothing waits (no prompt, menu, dial or voicemail), so a call would go round"
+            " it forever; expected a play, menu, dial or voicemail block in the loop",
+        )
+
+    yield from _check_prompts(switch, blocks, ctx)
+
+
+def _prompt_keys(block: Block) -> list[str]:
+    if isinstance(block, MenuBlock):
+        keys = ["prompt", "invalid_prompt"]
+        return keys + ["unknown_extension_prompt"] if block.dial_extensions else keys
+    if isinstance(block, VoicemailBlock):
+        return ["greeting"]
+    if isinstance(block, PlayBlock):
+        return ["prompt"]
+    return []
+
+
+def _check_prompts(
+    switch: SwitchConfig, blocks: Mapping[str, Block], ctx: Context
+) -> Iterator[tuple[Any, ...]]:
+    """Every prompt a block plays resolves to a file that plays (softswitch.audio)."""
+    if not blocks:
+        return
+    try:
+        audio: Any = importlib.import_module("softswitch.audio")
+    except ModuleNotFoundError as e:  # not written yet: nothing to check against
+        if e.name != "softswitch.audio":
+            raise
+        return
+    where = (
+        f"the prompts of {switch.media_dir}/{switch.language}/"
+        if switch.media_dir is not None
+        else f'the shipped "{switch.language}" prompts'
+    )
+    expected = f"expected the name of one of {where} or the path of a readable audio file"
+    results: dict[str, str | None] = {}
+    for name, block in blocks.items():
+        for key in _prompt_keys(block):
+            prompt = getattr(block, key)
+            if not prompt:
+                continue
+            if prompt not in results:
+                try:
+                    path = audio.resolve_prompt(
+                        prompt, switch.language, ctx.base_dir, switch.media_dir
+                    )
+                except audio.AudioError as e:
+                    results[prompt] = f'prompt "{prompt}": {e}; {expected}'
+                else:
+                    problem = audio.check_audio(path)
+                    results[prompt] = (
+                        f'prompt "{prompt}" ({path}): {problem}; expected a readable audio'
+                        " file (a WAV file such as 8 or 16 kHz mono PCM)"
+                        if problem
+                        else None
+                    )
+            if results[prompt]:
+                yield (("block", name, key), results[prompt])
+
+
 # --------------------------------------------------------------------------- the schema
 
 SWITCH = Section(
@@ -630,6 +1105,12 @@ SWITCH = Section(
         Field("default_expires", (int,), int_range(1),
               doc="registration time when the phone asks for none (s)"),
         Field("ring_timeout", (int,), int_range(5, 300), doc="seconds an extension rings"),
+        Field("entry", (str,), check_entry,
+              doc='block a call to entry_number starts at ("" = no call flows)'),
+        Field("entry_number", (str,), check_entry_number,
+              doc="number that reaches the call flow (2-6 digits, quoted)"),
+        Field("media_dir", (str,), check_media_dir,
+              doc='directory of prompts, one folder per language ("" = shipped prompts)'),
     ),
     checks=(
         CrossCheck(("workers", "max_workers"), _workers_consistent),
@@ -656,7 +1137,152 @@ EXTENSION = Section(
     ),
 )  # fmt: skip
 
-SCHEMA = Schema(sections=(SWITCH, EXTENSION))
+SMTP = Section(
+    name="switch.smtp",
+    kind="table",
+    cls=SmtpConfig,
+    config_attr="smtp",
+    doc="Mail server for voicemail e-mails.",
+    fields=(
+        Field("host", (str,), check_host, doc="SMTP server host name or IP address"),
+        Field("port", (int,), int_range(1, 65535), doc="SMTP server port"),
+        Field("from", (str,), check_email, attr="sender", doc="sender address of the e-mails"),
+        Field("username", (str,), default=None, doc="login name, if the server wants one"),
+        Field("password", (str,), default=None, doc="login password"),
+        Field("starttls", (bool,), doc="upgrade the connection with STARTTLS"),
+        Field("timeout", (int, float), float_range(1, 300), expected="a number of seconds",
+              doc="seconds to wait for the server"),
+    ),
+    checks=(CrossCheck(("username", "password"), _smtp_login_pair),),
+)  # fmt: skip
+
+_SECONDS = "a number of seconds"
+
+MENU = Section(
+    name="menu",
+    kind="table",
+    cls=MenuBlock,
+    config_attr="",
+    doc="Plays a prompt and goes where the key the caller presses says.",
+    fields=(
+        Field("prompt", (str,), check_prompt, default=REQUIRED,
+              doc="prompt name or audio file played (and repeated) to the caller"),
+        Field("options", (dict,), check_options,
+              expected='a table such as { "1" = "sales", "2" = "support" }',
+              doc="key (0-9, *, #) -> block"),
+        Field("dial_extensions", (bool,), doc="caller may dial an extension number"),
+        Field("timeout", (int, float), float_range(1, 60), expected=_SECONDS,
+              doc="seconds to wait for a key after the prompt"),
+        Field("inter_digit_timeout", (int, float), float_range(1, 30), expected=_SECONDS,
+              doc="seconds to wait for the next digit of an extension number"),
+        Field("retries", (int,), int_range(0, 10),
+              doc="times the prompt is repeated after no key or a wrong key"),
+        Field("invalid_prompt", (str,), check_optional_prompt,
+              doc='prompt after a wrong key ("" = none)'),
+        Field("unknown_extension_prompt", (str,), check_optional_prompt,
+              doc='prompt after a number that is no extension ("" = none)'),
+        Field("on_timeout", (str,), doc='block when the retries are used up ("" = hang up)'),
+    ),
+    checks=(CrossCheck(("options", "dial_extensions"), _menu_offers_something),),
+)  # fmt: skip
+
+HOURS = Section(
+    name="hours",
+    kind="table",
+    cls=HoursBlock,
+    config_attr="",
+    doc="Goes to one block during opening hours and to another outside them.",
+    fields=(
+        Field("schedule", (list,), check_schedule, default=REQUIRED,
+              expected="an array of strings", doc='weekly hours, e.g. "mon-fri 09:00-18:00"'),
+        Field("holidays", (list,), check_holidays, expected="an array of strings",
+              doc='dates closed all day, "YYYY-MM-DD"'),
+        Field("working_days", (list,), check_working_days, expected="an array of strings",
+              doc='dates open at given hours, "YYYY-MM-DD HH:MM-HH:MM" or "YYYY-MM-DD"'),
+        Field("open", (str,), default=REQUIRED, doc='block during opening hours ("" = hang up)'),
+        Field("closed", (str,), default=REQUIRED, doc='block outside them ("" = hang up)'),
+    ),
+    checks=(CrossCheck(("schedule", "working_days"), _hours_ever_open),),
+)  # fmt: skip
+
+VOICEMAIL = Section(
+    name="voicemail",
+    kind="table",
+    cls=VoicemailBlock,
+    config_attr="",
+    doc="Plays a greeting and records a message.",
+    fields=(
+        Field("box", (str,), check_box, doc="mailbox name (default: the block name)"),
+        Field("greeting", (str,), check_prompt, doc="prompt name or audio file"),
+        Field("greeting_only", (bool,), doc="play the greeting and hang up, record nothing"),
+        Field("beep", (bool,), doc="beep before recording"),
+        Field("max_seconds", (int,), int_range(5, 3600), doc="longest message (s)"),
+        Field("silence_timeout", (int, float), float_range(0, 60), expected=_SECONDS,
+              doc="seconds of silence that end the message (0 = never)"),
+        Field("email", (list,), check_email_list, expected="an array of strings",
+              doc="addresses the message is mailed to"),
+    ),
+)  # fmt: skip
+
+PLAY = Section(
+    name="play",
+    kind="table",
+    cls=PlayBlock,
+    config_attr="",
+    doc="Plays a prompt, then goes on.",
+    fields=(
+        Field("prompt", (str,), check_prompt, default=REQUIRED, doc="prompt name or audio file"),
+        Field("next", (str,), doc='block after the prompt ("" = hang up)'),
+    ),
+)  # fmt: skip
+
+DIAL = Section(
+    name="dial",
+    kind="table",
+    cls=DialBlock,
+    config_attr="",
+    doc="Rings extensions together; the first to answer gets the call.",
+    fields=(
+        Field("targets", (list,), check_targets, default=REQUIRED,
+              expected="an array of strings", doc='extension numbers, e.g. ["101", "102"]'),
+        Field("timeout", (int,), int_range(5, 300), doc="seconds to ring"),
+        Field("on_no_answer", (str,),
+              doc='block when nobody answers, all are busy or unavailable ("" = hang up)'),
+    ),
+)  # fmt: skip
+
+HANGUP = Section(
+    name="hangup", kind="table", cls=HangupBlock, config_attr="", fields=(), doc="Hangs up."
+)
+
+SCRIPT = Section(
+    name="script",
+    kind="table",
+    cls=ScriptBlock,
+    config_attr="",
+    doc="Runs a Python flow function.",
+    fields=(
+        Field("function", (str,), check_function, default=REQUIRED,
+              doc='"module:function", an async def flow(call) -> next block name | None'),
+        Field("next", (str,), doc='block when the function returns None ("" = hang up)'),
+    ),
+)  # fmt: skip
+
+BLOCK = Section(
+    name="block",
+    kind="map",
+    cls=dict,  # unused: each variant builds its own dataclass
+    config_attr="blocks",
+    label="block",
+    fields=(),
+    item_name=check_block_name,
+    item_attr="name",
+    variant_key="type",
+    variants=(MENU, HOURS, VOICEMAIL, PLAY, DIAL, HANGUP, SCRIPT),
+    doc="Call flow blocks, [block.NAME], chosen by type.",
+)
+
+SCHEMA = Schema(sections=(SWITCH, SMTP, EXTENSION, BLOCK), checks=(_check_flows,))
 
 
 # --------------------------------------------------------------------------- line scanner
@@ -1175,8 +1801,9 @@ def validate(
 def parse_config(text: str, *, file: str = "<config>", base_dir: Path | None = None) -> Config:
     """Validate TOML text into a `Config`; `base_dir` anchors relative paths (default:
     the cwd). `source` is left None (`load_config` sets it)."""
-    built = validate(text, file=file, base_dir=base_dir)
-    return Config(**{s.config_attr: built[s.name] for s in SCHEMA.sections})
+    base = (base_dir or Path.cwd()).absolute()
+    built = validate(text, file=file, base_dir=base)
+    return Config(**{s.config_attr: built[s.name] for s in SCHEMA.sections}, base_dir=base)
 
 
 def load_config(path: str | Path, *, base_dir: Path | None = None) -> Config:

@@ -61,6 +61,8 @@ class Config:
     blocks: dict[str, Block] = field(default_factory=dict)  # [block.NAME]
     smtp: SmtpConfig = field(default_factory=lambda: SmtpConfig())  # [switch.smtp]
     source: Path | None = None  # the file it came from, for messages
+    # what relative paths in the file are relative to (prompt files of blocks)
+    base_dir: Path | None = None
 
     def extension(self, number: str) -> ExtensionConfig | None:
         for ext in self.extensions:

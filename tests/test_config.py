@@ -92,6 +92,10 @@ def test_embedded_default_sets_and_documents_every_key() -> None:
     for section in SCHEMA.sections:
         for f in section.fields:
             assert f"`{f.key}`" in docs, f"{section.name}.{f.key} missing from the docs"
+        for variant in section.variants:
+            assert f'`{section.variant_key} = "{variant.name}"`' in docs, variant.name
+            for f in variant.fields:
+                assert f"`{f.key}`" in docs, f"{variant.name} block: {f.key} missing from the docs"
     switch = next(s for s in SCHEMA.sections if s.name == "switch")
     for f in switch.fields:
         assert ("switch", f.key) in lines, f"switch.{f.key} missing from default.toml"

@@ -12,9 +12,16 @@ from softswitch.media.pool import PAIRS_PER_WORKER, Pool, Worker
 
 def make_pool(tmp_path, deaths: list[Worker], **kw) -> Pool:
     return Pool(
-        edge_port=9, public_address="127.0.0.1", rtp_min=31000, rtp_max=31999,
-        min_workers=kw.pop("min_workers", 1), max_workers=kw.pop("max_workers", 2),
-        log_dir=tmp_path, on_event=lambda w, m: None, on_death=deaths.append, **kw,
+        edge_port=9,
+        public_address="127.0.0.1",
+        rtp_min=31000,
+        rtp_max=31999,
+        min_workers=kw.pop("min_workers", 1),
+        max_workers=kw.pop("max_workers", 2),
+        log_dir=tmp_path,
+        on_event=lambda w, m: None,
+        on_death=deaths.append,
+        **kw,
     )
 
 
@@ -41,6 +48,8 @@ async def test_reserves_pairs_until_capacity_then_refuses(tmp_path):
         assert pool.reserve() is None
         assert pool.reserve_later() is None  # nothing starting: refuse at once (503)
         pool.release(first)
+        assert pool.reserve() is None  # not at once: pjsua frees the slots a bit later
+        await wait_for(lambda: first.free_pairs == 1)
         assert pool.reserve() is first
         # each worker got its own RTP range
         ranges = sorted((w.rtp_port, w.rtp_port + w.rtp_count) for w in pool.workers.values())
@@ -80,5 +89,29 @@ async def test_dead_worker_is_reported_and_replaced(tmp_path):
         assert replacement is not None and replacement.pid != victim.pid
         reply = await pool.request(replacement, {"cmd": "stats", "leg": "nope"})
         assert reply["ok"] is False  # the control channel answers (no such leg)
+    finally:
+        await pool.stop()
+
+
+async def test_failed_originate_becomes_a_disconnected_event(tmp_path):
+    events: list[dict] = []
+    pool = Pool(
+        edge_port=9,
+        public_address="127.0.0.1",
+        rtp_min=32000,
+        rtp_max=32999,
+        min_workers=1,
+        max_workers=1,
+        log_dir=tmp_path,
+        on_event=lambda w, m: events.append(m),
+        on_death=lambda w: None,
+    )
+    await pool.start()
+    try:
+        w = pool.reserve()
+        pool.send(w, {"cmd": "originate", "leg": "c9-b", "uri": "this is not a SIP URI"})
+        await wait_for(lambda: events)
+        assert events[0]["leg"] == "c9-b" and events[0]["state"] == "disconnected"
+        assert events[0]["code"] == 503
     finally:
         await pool.stop()

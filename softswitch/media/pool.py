@@ -25,7 +25,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 PAIRS_PER_WORKER = 2  # 4 pjsua2 calls per process = 2 caller/callee pairs
-START_TIMEOUT = 20.0  # seconds for a new worker to say hello
+START_TIMEOUT = 30.0  # seconds for a new worker to say hello (slow on a loaded box)
+RELEASE_GRACE = 0.25  # seconds before an ended call's pair is handed out again
 
 
 @dataclass(eq=False)
@@ -94,6 +95,7 @@ class Pool:
         self._spawning = 0
         self._tasks: set[asyncio.Task] = set()
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
+        self._releasing = 0  # pairs in their release grace period
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -275,14 +277,14 @@ class Pool:
         return w
 
     def reserve_later(self, timeout: float = START_TIMEOUT) -> asyncio.Future | None:
-        """When no pair is free but a worker is starting, a new call waits for it
-        instead of getting 503: the future resolves to a Worker with a pair reserved
-        (the first one free, from that worker or a call that ended), or None after
-        `timeout`. None at once when no worker is starting: the pool is at capacity."""
+        """When no pair is free but a worker is starting (or a pair is about to be
+        released), a new call waits instead of getting 503: the future resolves to a
+        Worker with a pair reserved, or None after `timeout`. None at once when nothing
+        can free up: the pool is at capacity."""
         self._top_up()
-        if self._spawning == 0:
+        if self._spawning == 0 and self._releasing == 0:
             self._spawn()  # None when every slot of the pool is taken
-        if self._spawning == 0:
+        if self._spawning == 0 and self._releasing == 0:
             return None
         loop = asyncio.get_running_loop()
         fut: asyncio.Future = loop.create_future()
@@ -304,6 +306,14 @@ class Pool:
         self._top_up()
 
     def release(self, w: Worker) -> None:
+        """Free a pair once its call has ended. pjsua frees a call slot only after the
+        DISCONNECTED callback has returned and its media is torn down, so the pair is
+        handed out again after a short grace period, not at once."""
+        self._releasing += 1
+        asyncio.get_running_loop().call_later(RELEASE_GRACE, self._release_now, w)
+
+    def _release_now(self, w: Worker) -> None:
+        self._releasing -= 1
         if w.pairs > 0:
             w.pairs -= 1
         self._serve_waiters()
@@ -331,9 +341,26 @@ class Pool:
 
     # -- commands ----------------------------------------------------------------------
     def send(self, w: Worker, cmd: dict) -> None:
+        """Send a command. An `originate` is sent as a request: when the worker cannot
+        place the leg, a `disconnected` state event (503) is made up for it, so the call
+        logic ends the call the one way it already knows instead of waiting forever."""
+        if cmd.get("cmd") == "originate" and "id" not in cmd:
+            task = asyncio.get_running_loop().create_task(self._originate(w, cmd))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
         if w.writer is None or not w.alive or w.writer.is_closing():
             return
         w.writer.write(json.dumps(cmd, separators=(",", ":")).encode() + b"\n")
+
+    async def _originate(self, w: Worker, cmd: dict) -> None:
+        reply = await self.request(w, cmd)
+        if reply.get("ok") or not w.alive:
+            return  # a dead worker's calls are failed by on_death
+        log.warning("worker %s could not originate %s: %s", w.slot, cmd.get("leg"),
+                    reply.get("error"))
+        self.on_event(w, {"event": "state", "leg": cmd.get("leg"), "state": "disconnected",
+                          "code": 503, "reason": str(reply.get("error")), "cause": "local"})
 
     async def request(self, w: Worker, cmd: dict, timeout: float = 5.0) -> dict:
         """Send a command and wait for its reply."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -134,6 +135,24 @@ class _TcpConnection(asyncio.Protocol):
                 self.owner._deliver(message, self.peer)
 
 
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024  # bytes: absorbs bursts (mass re-registration)
+
+
+def _grow_receive_buffer(sock: socket.socket | None) -> None:
+    """The default UDP receive buffer (~200 KB) overflows under a burst of REGISTERs
+    while the event loop is busy; ask for more (SO_RCVBUFFORCE works as root)."""
+    if sock is None:
+        return
+    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if option is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, UDP_RECEIVE_BUFFER)
+            return
+        except OSError:
+            continue
+
+
 def _content_length(header: bytes) -> int | None:
     for line in header.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
@@ -164,6 +183,7 @@ class Transports:
             lambda: _Udp(self, side), local_addr=(host, port)
         )
         actual = transport.get_extra_info("sockname")
+        _grow_receive_buffer(transport.get_extra_info("socket"))
         listener = Listener(side, "udp", actual[0], actual[1])
         self._udp.setdefault(side, []).append((listener, transport))
         self.listeners.append(listener)

@@ -70,3 +70,41 @@ def duration(path: str) -> float:
     """Length of a sound file in seconds."""
     info = sf.info(path)
     return info.frames / info.samplerate
+
+
+DTMF_PAIRS: dict[str, tuple[float, float]] = {
+    key: (low, high)
+    for low, row in zip((697.0, 770.0, 852.0, 941.0), ("123A", "456B", "789C", "*0#D"), strict=True)
+    for high, key in zip((1209.0, 1336.0, 1477.0, 1633.0), row, strict=True)
+}
+"""Standard DTMF frequency pairs (kept apart from the detector under test)."""
+
+
+def write_wav(path: str, samples: np.ndarray, rate: int = 8000) -> str:
+    """Write float samples (full scale 1.0) as a mono 16-bit WAV."""
+    sf.write(path, np.clip(samples, -1.0, 1.0), rate, subtype="PCM_16")
+    return path
+
+
+def tone_samples(
+    freq: float, seconds: float, rate: int = 8000, amplitude: float = 0.5
+) -> np.ndarray:
+    t = np.arange(int(round(seconds * rate))) / rate
+    return amplitude * np.sin(2 * np.pi * freq * t)
+
+
+def dtmf_samples(
+    digits: str,
+    on_seconds: float = 0.1,
+    off_seconds: float = 0.1,
+    rate: int = 8000,
+    amplitude: float = 0.25,
+) -> np.ndarray:
+    """Key presses as a telephone sends them in-band: both tones, then a pause."""
+    t = np.arange(int(round(on_seconds * rate))) / rate
+    gap = np.zeros(int(round(off_seconds * rate)))
+    parts = [gap]
+    for d in digits:
+        low, high = DTMF_PAIRS[d]
+        parts += [amplitude * (np.sin(2 * np.pi * low * t) + np.sin(2 * np.pi * high * t)), gap]
+    return np.concatenate(parts)
