@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import difflib
-import importlib
 import ipaddress
 import re
 import string
@@ -604,7 +603,7 @@ def check_host(value: str, ctx: Context) -> str:
 
 
 def check_media_dir(value: str, ctx: Context) -> Path | None:
-    """"" = the prompts shipped with softswitch; otherwise an existing directory."""
+    """An existing directory; "" = the prompts shipped with softswitch (None)."""
     if not value.strip():
         return None
     path = Path(value).expanduser()
@@ -1037,18 +1036,12 @@ def _check_prompts(
     """Every prompt a block plays resolves to a file that plays (softswitch.audio)."""
     if not blocks:
         return
-    try:
-        audio: Any = importlib.import_module("softswitch.audio")
-    except ModuleNotFoundError as e:  # not written yet: nothing to check against
-        if e.name != "softswitch.audio":
-            raise
-        return
-    where = (
-        f"the prompts of {switch.media_dir}/{switch.language}/"
-        if switch.media_dir is not None
-        else f'the shipped "{switch.language}" prompts'
+    from softswitch import audio  # numpy and soundfile: only when there are prompts
+
+    expected = (
+        "expected the name of a prompt in media_dir or the shipped prompts (en/welcome.wav"
+        ' for "welcome"), or the path of an audio file'
     )
-    expected = f"expected the name of one of {where} or the path of a readable audio file"
     results: dict[str, str | None] = {}
     for name, block in blocks.items():
         for key in _prompt_keys(block):
@@ -1060,13 +1053,13 @@ def _check_prompts(
                     path = audio.resolve_prompt(
                         prompt, switch.language, ctx.base_dir, switch.media_dir
                     )
-                except audio.AudioError as e:
-                    results[prompt] = f'prompt "{prompt}": {e}; {expected}'
+                except audio.AudioError as e:  # its message names the prompt or file
+                    results[prompt] = f"{e}; {expected}"
                 else:
                     problem = audio.check_audio(path)
                     results[prompt] = (
-                        f'prompt "{prompt}" ({path}): {problem}; expected a readable audio'
-                        " file (a WAV file such as 8 or 16 kHz mono PCM)"
+                        f'prompt "{prompt}": {problem}; expected an audio file with sound in it'
+                        " (WAV, FLAC, OGG or MP3)"
                         if problem
                         else None
                     )

@@ -550,3 +550,718 @@ def test_a_new_section_is_just_a_declaration() -> None:
         "b.toml:6: block.bad name.greeting: expected a string, got an integer; quote it:"
         ' greeting = "1"',
     ]
+
+
+# --------------------------------------------------------------------------- call flows
+
+EXTENSIONS = """
+[[extension]]
+number = "101"
+password = "amber-violin-42-otter"
+
+[[extension]]
+number = "102"
+password = "copper-tulip-87-heron"
+"""
+
+FLOW = (
+    """
+[switch]
+entry = "main"
+entry_number = "100"
+media_dir = "media"
+"""
+    + EXTENSIONS
+    + """
+[block.main]
+type = "hours"
+schedule = ["mon-fri 09:00-18:00"]
+open = "menu"
+closed = "closed"
+
+[block.menu]
+type = "menu"
+prompt = "welcome"
+options = { "1" = "sales", "2" = "voicemail" }
+on_timeout = "sales"
+
+[block.sales]
+type = "dial"
+targets = ["101", "102"]
+on_no_answer = "voicemail"
+
+[block.voicemail]
+type = "voicemail"
+greeting = "leave-message"
+
+[block.closed]
+type = "voicemail"
+greeting = "after-hours"
+greeting_only = true
+"""
+)
+
+PROMPTS = ("welcome", "leave-message", "after-hours", "invalid-choice", "extension-unavailable")
+
+
+def write_wav(path: Path, seconds: float = 0.1) -> None:
+    """A short 440 Hz tone (softswitch.audio refuses silent prompts)."""
+    import math
+    import struct
+    import wave
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = b"".join(
+        struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * n / 8000)))
+        for n in range(int(8000 * seconds))
+    )
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(frames)
+
+
+@pytest.fixture
+def media(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """tmp_path/media/en/ with the prompts FLOW uses and the menu defaults; the shipped
+    media/ (which softswitch.audio falls back to) is replaced by an empty folder, so a
+    prompt missing here is missing."""
+    from softswitch import audio
+
+    monkeypatch.setattr(audio, "MEDIA_DIR", tmp_path / "no-shipped-media")
+    for name in PROMPTS:
+        write_wav(tmp_path / "media" / "en" / f"{name}.wav")
+    return tmp_path / "media"
+
+
+def line_of(text: str, needle: str, after: str = "") -> int:
+    """1-based line of the first line containing `needle` (after the line with `after`)."""
+    lines = textwrap.dedent(text).lstrip("\n").splitlines()
+    start = next(i for i, line in enumerate(lines) if after in line) if after else 0
+    return next(i for i, line in enumerate(lines) if i >= start and needle in line) + 1
+
+
+def flow_problem(tmp_path: Path, text: str) -> ConfigProblem:
+    return only(tmp_path, text)
+
+
+def test_flow_config_loads_into_block_dataclasses(tmp_path: Path, media: Path) -> None:
+    from softswitch.config_types import DialBlock, HoursBlock, MenuBlock, VoicemailBlock
+
+    config = load_config(write(tmp_path, FLOW))
+    assert config.switch.entry == "main" and config.switch.entry_number == "100"
+    assert config.switch.media_dir == media
+    assert config.base_dir == tmp_path
+    assert list(config.blocks) == ["main", "menu", "sales", "voicemail", "closed"]
+    assert config.blocks["main"] == HoursBlock(
+        name="main", schedule=("mon-fri 09:00-18:00",), open="menu", closed="closed"
+    )
+    menu = config.blocks["menu"]
+    assert isinstance(menu, MenuBlock)
+    assert menu.options == {"1": "sales", "2": "voicemail"}
+    assert (menu.timeout, menu.retries, menu.dial_extensions) == (5.0, 2, False)
+    assert config.blocks["sales"] == DialBlock("sales", ("101", "102"), 20, "voicemail")
+    closed = config.blocks["closed"]
+    assert isinstance(closed, VoicemailBlock) and closed.greeting_only and closed.box == ""
+    assert config.smtp.host == "127.0.0.1" and config.smtp.port == 25  # defaults
+
+
+def test_every_block_type_and_key_loads(tmp_path: Path, media: Path) -> None:
+    from softswitch.config_types import HangupBlock, PlayBlock, ScriptBlock, VoicemailBlock
+
+    write_wav(tmp_path / "sounds" / "hello.wav")
+    text = FLOW.replace('on_timeout = "sales"', 'on_timeout = "sales"\n'
+        'dial_extensions = true\ninter_digit_timeout = 2.5\ntimeout = 7\nretries = 0\n'
+        'invalid_prompt = ""\nunknown_extension_prompt = "welcome"') + """
+[block.hello]
+type = "play"
+prompt = "sounds/hello.wav"
+next = "bye"
+
+[block.bye]
+type = "hangup"
+
+[block.taxi]
+type = "script"
+function = "examples.taxi:flow"
+next = "hello"
+
+[block.box]
+type = "voicemail"
+box = "office_1"
+greeting = "welcome"
+beep = false
+max_seconds = 300
+silence_timeout = 0
+email = ["a@example.com", "b@example.com"]
+"""  # fmt: skip
+    text = text.replace('"2" = "voicemail"', '"2" = "voicemail", "*" = "taxi", "#" = "box"')
+    text = text.replace(
+        'schedule = ["mon-fri 09:00-18:00"]',
+        'schedule = ["mon-fri 09:00-18:00"]\nholidays = ["2026-12-31"]\n'
+        'working_days = ["2027-01-09 10:00-15:00", "2027-01-10"]',
+    )
+    config = load_config(write(tmp_path, text))
+    assert config.blocks["hello"] == PlayBlock("hello", "sounds/hello.wav", "bye")
+    assert config.blocks["bye"] == HangupBlock("bye")
+    assert config.blocks["taxi"] == ScriptBlock("taxi", "examples.taxi:flow", "hello")
+    assert config.blocks["box"] == VoicemailBlock(
+        "box", "office_1", "welcome", False, False, 300, 0.0, ("a@example.com", "b@example.com")
+    )
+    assert config.blocks["main"].working_days == ("2027-01-09 10:00-15:00", "2027-01-10")  # type: ignore[union-attr]
+    menu = config.blocks["menu"]
+    assert menu.inter_digit_timeout == 2.5 and menu.invalid_prompt == ""  # type: ignore[union-attr]
+
+
+def test_embedded_default_has_the_demo_flow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from softswitch.config_types import DialBlock, HoursBlock, MenuBlock
+
+    monkeypatch.chdir(tmp_path)
+    config = load_config(default_config_path())
+    assert (config.switch.entry, config.switch.entry_number) == ("main", "100")
+    assert config.switch.media_dir is None  # the shipped prompts
+    assert isinstance(config.blocks["main"], HoursBlock)
+    menu = config.blocks["menu"]
+    assert isinstance(menu, MenuBlock) and menu.dial_extensions
+    assert [config.blocks[menu.options[k]] for k in "12"] == [
+        DialBlock("reception", ("101",), 20, "voicemail"),
+        DialBlock("sales", ("102",), 20, "voicemail"),
+    ]
+
+
+def test_no_blocks_no_entry_is_fine_even_with_extension_100(tmp_path: Path) -> None:
+    text = '[[extension]]\nnumber = "100"\npassword = "amber-violin-42-otter"\n'
+    config = load_config(write(tmp_path, text))
+    assert config.blocks == {} and config.switch.entry == ""
+
+
+# -- [switch] keys
+
+
+@pytest.mark.parametrize(
+    ("value", "expect"),
+    [
+        ('"1x"', 'expected a string of 2 to 6 digits, e.g. "100"'),
+        ('"1234567"', "expected a string of 2 to 6 digits"),
+        ("100", 'quote it: entry_number = "100"'),
+    ],
+)
+def test_bad_entry_number(tmp_path: Path, value: str, expect: str) -> None:
+    p = only(tmp_path, f"[switch]\nentry_number = {value}\n" + GOOD_EXTENSION)
+    assert (p.line, p.key) == (2, "switch.entry_number")
+    assert expect in p.message
+
+
+def test_entry_number_clashes_with_an_extension(tmp_path: Path, media: Path) -> None:
+    p = only(tmp_path, FLOW.replace('entry_number = "100"', 'entry_number = "102"'))
+    assert (p.line, p.key) == (3, "switch.entry_number")
+    assert '"102" is also an extension number; expected a number no extension uses' in p.message
+
+
+def test_entry_names_an_unknown_block(tmp_path: Path, media: Path) -> None:
+    p = only(tmp_path, FLOW.replace('entry = "main"', 'entry = "mian"'))
+    assert (p.line, p.key) == (2, "switch.entry")
+    assert p.message.startswith('unknown block "mian"; did you mean "main"? expected one of')
+    assert '"main", "menu", "sales", "voicemail" or "closed"' in p.message
+    assert "hang up" not in p.message  # "" is no entry
+
+
+def test_entry_set_without_blocks(tmp_path: Path) -> None:
+    p = only(tmp_path, '[switch]\nentry = "main"\n' + GOOD_EXTENSION)
+    assert (p.line, p.key) == (2, "switch.entry")
+    assert 'unknown block "main"; no [block.NAME] tables are configured' in p.message
+
+
+def test_entry_missing_when_blocks_exist(tmp_path: Path, media: Path) -> None:
+    p = only(tmp_path, FLOW.replace('entry = "main"\n', ""))
+    assert (p.line, p.key) == (1, "switch.entry")  # the [switch] header
+    assert "nothing says where a call starts" in p.message
+    assert 'expected entry = "main", "menu"' in p.message
+
+
+def test_entry_bad_block_name(tmp_path: Path) -> None:
+    p = only(tmp_path, '[switch]\nentry = "main menu"\n' + GOOD_EXTENSION)
+    assert (p.line, p.key) == (2, "switch.entry")
+    assert '"main menu" is not a block name; expected letters, digits' in p.message
+
+
+def test_media_dir_is_relative_to_the_config_and_must_exist(tmp_path: Path) -> None:
+    (tmp_path / "prompts").mkdir()
+    config = load_config(write(tmp_path, '[switch]\nmedia_dir = "prompts"\n' + GOOD_EXTENSION))
+    assert config.switch.media_dir == tmp_path / "prompts"
+    config = load_config(write(tmp_path, '[switch]\nmedia_dir = ""\n' + GOOD_EXTENSION))
+    assert config.switch.media_dir is None
+
+    p = only(tmp_path, '[switch]\nmedia_dir = "nope"\n' + GOOD_EXTENSION)
+    assert (p.line, p.key) == (2, "switch.media_dir")
+    assert f'"{tmp_path / "nope"}" does not exist; expected a directory' in p.message
+    (tmp_path / "file").write_text("x")
+    p = only(tmp_path, '[switch]\nmedia_dir = "file"\n' + GOOD_EXTENSION)
+    assert "is not a directory" in p.message
+
+
+# -- [switch.smtp]
+
+
+def test_smtp_sub_table_loads(tmp_path: Path) -> None:
+    from softswitch.config_types import SmtpConfig
+
+    text = """
+        [switch]
+        domain = "pbx.example"
+
+        [switch.smtp]
+        host = "mail.example.com"
+        port = 587
+        from = "pbx@office.example"
+        username = "pbx"
+        password = "mail-secret-123"
+        starttls = true
+        timeout = 30
+        """
+    config = load_config(write(tmp_path, text + GOOD_EXTENSION))
+    assert config.switch.domain == "pbx.example"
+    assert config.smtp == SmtpConfig(
+        "mail.example.com", 587, "pbx@office.example", "pbx", "mail-secret-123", True, 30.0
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "expect"),
+    [
+        ('host = "mail server"', "host", '"mail server" is not a host name or IP address'),
+        ("port = 0", "port", "expected an integer from 1 to 65535"),
+        ('from = "pbx"', "from", '"pbx" is not an e-mail address'),
+        ("timeout = 0.5", "timeout", "expected a number from 1 to 300"),
+        ('timeout = "10"', "timeout", "expected a number of seconds, got a string"),
+        ('starttls = "yes"', "starttls", "expected a boolean, got a string"),
+        ('username = "pbx"', "username", "username is set but password is missing"),
+        ('password = "mail-secret-123"', "password", "password is set but username is missing"),
+        ('hots = "x"', "hots", 'unknown key; did you mean "host"? allowed keys: host, port, from'),
+    ],
+)
+def test_bad_smtp_key(tmp_path: Path, line: str, key: str, expect: str) -> None:
+    p = only(tmp_path, f"[switch.smtp]\n{line}\n" + GOOD_EXTENSION)
+    assert (p.line, p.key) == (2, f"switch.smtp.{key}")
+    assert expect in p.message
+    assert "mail-secret-123" not in p.message
+
+
+def test_smtp_misspelt_in_switch_suggests_the_table(tmp_path: Path) -> None:
+    p = only(tmp_path, '[switch]\nsmpt = { host = "x" }\n' + GOOD_EXTENSION)
+    assert (p.line, p.key) == (2, "switch.smpt")
+    assert 'did you mean "smtp"?' in p.message and "tables: [switch.smtp]" in p.message
+
+
+def test_smtp_not_a_table(tmp_path: Path) -> None:
+    p = only(tmp_path, '[switch]\nsmtp = "127.0.0.1"\n' + GOOD_EXTENSION)
+    assert (p.line, p.key) == (2, "switch.smtp")
+    assert "expected a table written [switch.smtp], got a string" in p.message
+
+
+def test_smtp_as_inline_table_and_dotted_keys(tmp_path: Path) -> None:
+    text = '[switch]\nsmtp.host = "10.0.0.1"\nsmtp.port = 2525\n' + GOOD_EXTENSION
+    assert load_config(write(tmp_path, text)).smtp.port == 2525
+    p = only(tmp_path, '[switch]\nsmtp = { host = "10.0.0.1", port = 99999 }\n' + GOOD_EXTENSION)
+    assert (p.line, p.key) == (2, "switch.smtp.port")
+
+
+# -- [block.NAME]: types and keys
+
+
+def test_unknown_block_type_suggests(tmp_path: Path, media: Path) -> None:
+    p = only(tmp_path, FLOW.replace('type = "dial"', 'type = "dail"'))
+    assert (p.line, p.key) == (line_of(FLOW, 'type = "dial"'), "block.sales.type")
+    assert p.message == (
+        'unknown block type "dail"; did you mean "dial"? expected "menu", "hours",'
+        ' "voicemail", "play", "dial", "hangup" or "script"'
+    )
+
+
+def test_block_type_missing_or_not_a_string(tmp_path: Path, media: Path) -> None:
+    p = only(tmp_path, FLOW.replace('type = "dial"\n', ""))
+    assert (p.line, p.key) == (line_of(FLOW, "[block.sales]"), "block.sales.type")
+    assert p.message.startswith('required key is missing; expected the block type: "menu",')
+    p = only(tmp_path, FLOW.replace('type = "dial"', "type = 3"))
+    assert p.message.startswith("expected a string, got an integer; expected")
+
+
+def test_key_of_another_block_type_is_unknown(tmp_path: Path, media: Path) -> None:
+    text = FLOW.replace('prompt = "welcome"', 'prompt = "welcome"\ntargets = ["101"]')
+    p = only(tmp_path, text)
+    assert (p.line, p.key) == (line_of(text, 'targets = ["101"]'), "block.menu.targets")
+    assert p.message.startswith('unknown key; allowed keys for type = "menu": type, prompt,')
+
+
+def test_misspelt_block_key_suggests(tmp_path: Path, media: Path) -> None:
+    text = FLOW.replace('greeting = "leave-message"', 'greting = "leave-message"')
+    p = only(tmp_path, text)
+    assert p.key == "block.voicemail.greting"
+    assert 'did you mean "greeting"? allowed keys for type = "voicemail"' in p.message
+
+
+def test_hangup_block_takes_no_keys(tmp_path: Path, media: Path) -> None:
+    text = FLOW.replace('on_no_answer = "voicemail"', 'on_no_answer = "bye"') + (
+        '\n[block.bye]\ntype = "hangup"\nnext = "main"\n'
+    )
+    p = only(tmp_path, text)
+    assert p.key == "block.bye.next"
+    assert 'allowed keys for type = "hangup": type' in p.message
+
+
+def test_bad_block_name(tmp_path: Path, media: Path) -> None:
+    text = FLOW.replace("[block.closed]", '[block."closed hours"]').replace(
+        'closed = "closed"', 'closed = "closed hours"'
+    )
+    p = only(tmp_path, text)
+    assert (p.line, p.key) == (line_of(text, '[block."closed'), "block.closed hours")
+    assert '"closed hours" is not a block name; expected letters, digits, "-" and "_"' in p.message
+
+
+def test_missing_required_block_key_points_at_the_header(tmp_path: Path, media: Path) -> None:
+    text = FLOW.replace('open = "menu"\n', "")
+    p = only(tmp_path, text)
+    assert (p.line, p.key) == (line_of(text, "[block.main]"), "block.main.open")
+    assert "required key is missing; expected a string" in p.message
+
+
+def set_key(text: str, block: str, line: str) -> str:
+    """`line` ("key = value") in [block.BLOCK]: replacing the key's line if the block
+    has one, else right under the header."""
+    key = line.split("=")[0].strip()
+    lines = text.splitlines()
+    start = lines.index(f"[block.{block}]")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("[")), len(lines))
+    for i in range(start + 1, end):
+        if lines[i].split("=")[0].strip() == key:
+            lines[i] = line
+            break
+    else:
+        lines.insert(start + 1, line)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("block", "line", "expect"),
+    [
+        ("menu", "timeout = 0", "0 is out of range; expected a number from 1 to 60"),
+        ("menu", 'timeout = "5"', "expected a number of seconds, got a string"),
+        ("menu", "inter_digit_timeout = 31", "expected a number from 1 to 30"),
+        ("menu", "retries = 11", "expected an integer from 0 to 10"),
+        ("menu", "retries = 1.5", "expected an integer, got a float"),
+        ("menu", "dial_extensions = 1", "expected a boolean, got an integer"),
+        ("menu", 'prompt = ""', "the prompt is empty; expected a prompt name"),
+        ("menu", 'invalid_prompt = "a\\u0007b"', "contains control characters"),
+        ("menu", 'options = "1"', 'expected a table such as { "1" = "sales"'),
+        ("menu", "on_timeout = 1", "expected a string, got an integer"),
+        ("sales", "timeout = 2", "expected an integer from 5 to 300"),
+        ("voicemail", "max_seconds = 1", "expected an integer from 5 to 3600"),
+        ("voicemail", "silence_timeout = -1", "expected a number from 0 to 60"),
+        ("voicemail", "beep = 1", "expected a boolean, got an integer"),
+        ("voicemail", "greeting_only = 0", "expected a boolean, got an integer"),
+        ("voicemail", 'box = "../etc"', '"../etc" is not a mailbox name'),
+        ("voicemail", 'email = ["x@example.com", "nope"]', '"nope" is not an e-mail address'),
+        ("voicemail", "email = [1]", "entry 1 is an integer; expected an e-mail address"),
+        ("voicemail", 'email = "x@example.com"', "expected an array of strings, got a string"),
+        ("main", "holidays = [20261231]", "is not a string"),
+        ("main", 'working_days = "2026-12-31"', "expected an array of strings, got a string"),
+    ],
+)
+def test_bad_block_value(tmp_path: Path, media: Path, block: str, line: str, expect: str):
+    text = set_key(FLOW, block, line)
+    p = only(tmp_path, text)
+    key = line.split("=")[0].strip()
+    assert (p.line, p.key) == (
+        line_of(text, line, after=f"[block.{block}]"),
+        f"block.{block}.{key}",
+    )
+    assert expect in p.message
+
+
+@pytest.mark.parametrize(
+    ("options", "expect"),
+    [
+        ('"12" = "sales"', '"12" is not a key on the phone; expected a single digit 0-9, "*"'),
+        ('"a" = "sales"', '"a" is not a key on the phone'),
+        ('"1" = 2', 'option "1" is an integer; expected the name of a block in quotes'),
+    ],
+)
+def test_bad_menu_option(tmp_path: Path, media: Path, options: str, expect: str) -> None:
+    text = FLOW.replace('options = { "1" = "sales", "2" = "voicemail" }',
+                        f'[block.menu.options]\n"2" = "voicemail"\n{options}')  # fmt: skip
+    text = text.replace('on_timeout = "sales"\n', "")
+    text = text.replace('prompt = "welcome"', 'prompt = "welcome"\non_timeout = "sales"')
+    p = only(tmp_path, text)
+    assert (p.line, p.key) == (line_of(text, options), "block.menu.options")
+    assert expect in p.message
+
+
+def test_menu_that_offers_nothing(tmp_path: Path, media: Path) -> None:
+    text = FLOW.replace('options = { "1" = "sales", "2" = "voicemail" }\n', "")
+    p = only(tmp_path, text)
+    assert (p.line, p.key) == (line_of(text, "[block.menu]"), "block.menu.options")
+    assert "the menu has no options and dial_extensions is off" in p.message
+    load_config(write(tmp_path, set_key(text, "menu", "dial_extensions = true")))
+
+
+# -- hours blocks
+
+
+def test_bad_schedule_entry_on_its_own_line(tmp_path: Path, media: Path) -> None:
+    text = FLOW.replace(
+        'schedule = ["mon-fri 09:00-18:00"]',
+        'schedule = [\n  "mon-fri 09:00-18:00",\n  "sat 10:00-25:00",\n  "sun",\n]',
+    )
+    found = problems(tmp_path, text)
+    assert [(p.line, p.key) for p in found] == [
+        (line_of(text, '"sat 10:00-25:00"'), "block.main.schedule"),
+        (line_of(text, '"sun",'), "block.main.schedule"),
+    ]
+    assert '"sat 10:00-25:00": "25:00" is not a valid time; expected 00:00 to 24:00' in (
+        found[0].message
+    )
+    assert '"sun": no hours given; expected days then hours' in found[1].message
+
+
+def test_bad_holiday_and_working_day(tmp_path: Path, media: Path) -> None:
+    text = FLOW.replace(
+        'schedule = ["mon-fri 09:00-18:00"]',
+        'schedule = ["mon-fri 09:00-18:00"]\nholidays = ["2026-12-31", "2026-02-30"]\n'
+        'working_days = [\n  "2027-01-09 10:00",\n  "2026-12-31",\n]',
+    )
+    found = problems(tmp_path, text)
+    assert [(p.line, p.key) for p in found] == [
+        (line_of(text, "holidays"), "block.main.holidays"),
+        (line_of(text, '"2027-01-09 10:00"'), "block.main.working_days"),
+        (line_of(text, '"2026-12-31",', after="working_days"), "block.main.working_days"),
+    ]
+    assert '"2026-02-30" is not a real date' in found[0].message
+    assert '"10:00" is not a time range' in found[1].message
+    assert "2026-12-31 is also a holiday (holidays entry 1)" in found[2].message
+
+
+def test_schedule_entries_must_be_strings(tmp_path: Path, media: Path) -> None:
+    p = only(tmp_path, FLOW.replace('["mon-fri 09:00-18:00"]', '["mon-fri 09:00-18:00", 9]'))
+    assert p.key == "block.main.schedule" and "is not a string" in p.message
+
+
+def test_hours_block_never_open(tmp_path: Path, media: Path) -> None:
+    p = only(tmp_path, FLOW.replace('["mon-fri 09:00-18:00"]', "[]"))
+    assert (p.line, p.key) == (line_of(FLOW, "schedule ="), "block.main.schedule")
+    assert "the schedule is empty and there are no working_days" in p.message
+    load_config(write(tmp_path, FLOW.replace(
+        '["mon-fri 09:00-18:00"]', '[]\nworking_days = ["2027-01-09"]')))  # fmt: skip
+
+
+# -- dial and script blocks
+
+
+def test_dial_target_must_be_a_configured_extension(tmp_path: Path, media: Path) -> None:
+    text = FLOW.replace('targets = ["101", "102"]', 'targets = [\n  "101",\n  "105",\n]')
+    p = only(tmp_path, text)
+    assert (p.line, p.key) == (line_of(text, '"105"'), "block.sales.targets")
+    assert p.message == '"105" is not a configured extension; expected one of "101" or "102"'
+
+
+@pytest.mark.parametrize(
+    ("targets", "expect"),
+    [
+        ("[]", "the list is empty; expected extension numbers"),
+        ('["101", "1x"]', '"1x" is not an extension number; expected 2 to 6 digits'),
+        ('["101", "101"]', '"101" is listed twice'),
+        ("[101]", 'entry 1 is an integer; expected an extension number in quotes, e.g. "101"'),
+        ('"101"', "expected an array of strings, got a string"),
+    ],
+)
+def test_bad_dial_targets(tmp_path: Path, media: Path, targets: str, expect: str) -> None:
+    p = only(tmp_path, FLOW.replace('["101", "102"]', targets))
+    assert p.key == "block.sales.targets" and expect in p.message
+
+
+@pytest.mark.parametrize("function", ["taxi", "examples/taxi.py:flow", "a:b:c", "1mod:f"])
+def test_bad_script_function(tmp_path: Path, media: Path, function: str) -> None:
+    text = FLOW.replace('"2" = "voicemail"', '"2" = "taxi"') + (
+        f'\n[block.taxi]\ntype = "script"\nfunction = "{function}"\n'
+    )
+    p = only(tmp_path, text)
+    assert (p.line, p.key) == (line_of(text, "function ="), "block.taxi.function")
+    assert f'"{function}" is not a function reference; expected "module:function"' in p.message
+
+
+# -- references between blocks
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ('open = "menu"', 'open = "menus"', "block.main.open"),
+        ('closed = "closed"', 'closed = "after-hours"', "block.main.closed"),
+        ('on_timeout = "sales"', 'on_timeout = "sale"', "block.menu.on_timeout"),
+        ('on_no_answer = "voicemail"', 'on_no_answer = "vm"', "block.sales.on_no_answer"),
+        ('"1" = "sales"', '"1" = "support"', "block.menu.options"),
+    ],
+)
+def test_reference_to_an_unknown_block(tmp_path: Path, media: Path, old: str, new: str, key: str):
+    text = FLOW.replace(old, new)
+    found = problems(tmp_path, text)
+    p = next(p for p in found if p.key == key)
+    assert p.line == line_of(text, new)
+    target = new.split('"')[-2]
+    assert p.message.startswith(f'unknown block "{target}"; ')
+    assert p.message.endswith(
+        'expected one of "main", "menu", "sales", "voicemail" or "closed" (or "" to hang up)'
+    )
+    # nothing else but, perhaps, the block that is no longer reached
+    assert all(q is p or "is never reached" in q.message for q in found)
+
+
+def test_unknown_reference_suggests_a_close_name(tmp_path: Path, media: Path) -> None:
+    p = only(tmp_path, FLOW.replace('on_timeout = "sales"', 'on_timeout = "sale"'))
+    assert 'unknown block "sale"; did you mean "sales"?' in p.message
+
+
+def test_next_block_play_and_script(tmp_path: Path, media: Path) -> None:
+    text = FLOW.replace('"2" = "voicemail"', '"2" = "hello"') + (
+        '\n[block.hello]\ntype = "play"\nprompt = "welcome"\nnext = "nowhere"\n'
+    )
+    p = only(tmp_path, text)
+    assert (p.line, p.key) == (line_of(text, 'next = "nowhere"'), "block.hello.next")
+
+
+def test_empty_reference_hangs_up(tmp_path: Path, media: Path) -> None:
+    config = load_config(write(tmp_path, FLOW.replace('on_timeout = "sales"', 'on_timeout = ""')))
+    assert config.blocks["menu"].on_timeout == ""  # type: ignore[union-attr]
+
+
+def test_unreachable_blocks_are_each_reported(tmp_path: Path, media: Path) -> None:
+    text = FLOW + (
+        '\n[block.night]\ntype = "play"\nprompt = "welcome"\nnext = "bye"\n'
+        '\n[block.bye]\ntype = "hangup"\n'
+    )
+    found = problems(tmp_path, text)
+    assert [(p.line, p.key) for p in found] == [
+        (line_of(text, "[block.night]"), "block.night"),
+        (line_of(text, "[block.bye]"), "block.bye"),
+    ]
+    assert found[0].message.startswith(
+        'block "night" is never reached: no way leads to it from the entry block "main"; expected'
+    )
+
+
+def test_reachable_script_may_lead_anywhere(tmp_path: Path, media: Path) -> None:
+    text = FLOW.replace('"2" = "voicemail"', '"2" = "voicemail", "3" = "taxi"') + (
+        '\n[block.taxi]\ntype = "script"\nfunction = "examples.taxi:flow"\n'
+        '\n[block.orders]\ntype = "dial"\ntargets = ["101"]\n'
+    )
+    load_config(write(tmp_path, text))
+
+
+def test_loop_with_nothing_that_waits(tmp_path: Path, media: Path) -> None:
+    text = (
+        FLOW.replace('open = "menu"', 'open = "lunch"')
+        + """
+[block.lunch]
+type = "hours"
+schedule = ["mon-fri 13:00-14:00"]
+open = "check"
+closed = "menu"
+
+[block.check]
+type = "script"
+function = "office.flows:check"
+next = "main"
+"""
+    )
+    p = only(tmp_path, text)
+    assert (p.line, p.key) == (line_of(text, "[block.main]"), "block.main")
+    assert p.message.startswith(
+        'blocks "main" -> "lunch" -> "check" -> "main" form a loop in which nothing waits'
+    )
+    assert "expected a play, menu, dial or voicemail block in the loop" in p.message
+
+
+def test_hours_block_looping_to_itself(tmp_path: Path, media: Path) -> None:
+    text = FLOW.replace('closed = "closed"', 'closed = "main"')
+    text = text.replace('"2" = "voicemail"', '"2" = "voicemail", "3" = "closed"')
+    p = only(tmp_path, text)
+    assert (p.line, p.key) == (line_of(text, "[block.main]"), "block.main")
+    assert p.message.startswith('blocks "main" -> "main" form a loop in which nothing waits')
+
+
+def test_loops_through_a_menu_are_fine(tmp_path: Path, media: Path) -> None:
+    # menu -> (timeout) -> main (hours) -> menu: the menu waits for the caller
+    load_config(write(tmp_path, FLOW.replace('on_timeout = "sales"', 'on_timeout = "main"')))
+
+
+# -- prompts
+
+
+def test_missing_prompt_is_named(tmp_path: Path, media: Path) -> None:
+    (media / "en" / "welcome.wav").unlink()
+    p = only(tmp_path, FLOW)
+    assert (p.line, p.key) == (line_of(FLOW, 'prompt = "welcome"'), "block.menu.prompt")
+    assert p.message.startswith("prompt 'welcome' not found (looked for ")
+    assert str(media / "en" / "welcome.wav") in p.message
+    assert "expected the name of a prompt in media_dir or the shipped prompts" in p.message
+
+
+def test_missing_prompt_file_is_named(tmp_path: Path, media: Path) -> None:
+    text = FLOW.replace('prompt = "welcome"', 'prompt = "sounds/hello.wav"')
+    p = only(tmp_path, text)
+    assert p.key == "block.menu.prompt"
+    assert str(tmp_path / "sounds" / "hello.wav") in p.message and "does not exist" in p.message
+    write_wav(tmp_path / "sounds" / "hello.wav")
+    load_config(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("content", "expect"),
+    [(b"this is no audio file", "cannot read audio file"), (None, "is silent")],
+)
+def test_unplayable_prompt_is_named(tmp_path: Path, media: Path, content, expect) -> None:
+    path = media / "en" / "after-hours.wav"
+    if content is None:  # a valid WAV of silence
+        import wave
+
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(8000)
+            w.writeframes(b"\0\0" * 800)
+    else:
+        path.write_bytes(content)
+    p = only(tmp_path, FLOW)
+    assert (p.line, p.key) == (line_of(FLOW, 'greeting = "after-hours"'), "block.closed.greeting")
+    assert p.message.startswith('prompt "after-hours": ')
+    assert str(path) in p.message and expect in p.message
+    assert "expected an audio file with sound in it" in p.message
+
+
+def test_a_prompt_used_twice_is_reported_at_each_use(tmp_path: Path, media: Path) -> None:
+    (media / "en" / "leave-message.wav").unlink()
+    text = FLOW.replace('greeting = "after-hours"', 'greeting = "leave-message"')
+    found = problems(tmp_path, text)
+    assert [p.key for p in found] == ["block.voicemail.greeting", "block.closed.greeting"]
+
+
+def test_default_menu_prompts_are_checked_too(tmp_path: Path, media: Path) -> None:
+    (media / "en" / "invalid-choice.wav").unlink()
+    (media / "en" / "extension-unavailable.wav").unlink()
+    p = only(tmp_path, FLOW)  # unknown_extension_prompt only matters with dial_extensions
+    assert (p.line, p.key) == (line_of(FLOW, "[block.menu]"), "block.menu.invalid_prompt")
+    assert "'invalid-choice' not found" in p.message
+    quiet = FLOW.replace('on_timeout = "sales"', 'on_timeout = "sales"\ninvalid_prompt = ""')
+    load_config(write(tmp_path, quiet))
+    text = quiet.replace('invalid_prompt = ""', 'invalid_prompt = ""\ndial_extensions = true')
+    p = only(tmp_path, text)
+    assert p.key == "block.menu.unknown_extension_prompt"
+
+
+def test_prompts_of_the_language_come_first(tmp_path: Path, media: Path) -> None:
+    text = FLOW.replace('media_dir = "media"', 'media_dir = "media"\nlanguage = "ru"')
+    load_config(write(tmp_path, text))  # no ru/ folder: the English prompts are used
+    (media / "ru").mkdir()
+    (media / "ru" / "welcome.wav").write_bytes(b"broken")
+    p = only(tmp_path, text)
+    assert p.key == "block.menu.prompt" and str(media / "ru" / "welcome.wav") in p.message

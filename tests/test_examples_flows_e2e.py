@@ -223,9 +223,13 @@ def test_taxi_customer_with_an_order_reaches_their_driver(tmp_path, made, crms, 
     inbound = driver.wait_incoming()
     assert "103" in driver.info(inbound)["from"]  # the driver sees the customer's number
     talk(customer, call, driver, inbound, tmp_path)
-    rec = finish(sw, customer, call, driver, inbound)
+    driver.hangup(inbound)  # the driver ends the conversation: the call ends too
+    customer.wait_state(call, "disconnected")
+    (rec,) = sw.wait_for_call_closed(1)
+    assert (rec["caller"], rec["result"]) == ("103", "answered")
     assert callee_legs(sw, rec) == [("104", "answered")]
-    assert not dispatcher.incoming
+    assert not dispatcher.incoming  # not passed on to the dispatcher afterwards
+    assert "talked to driver 104" in sw.log_text()
 
 
 def test_taxi_caller_without_an_order_reaches_the_dispatcher(tmp_path, made, crms, switches):

@@ -23,10 +23,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from tests.support.audio import dominant_frequency, duration, make_tone, rms
-from tests.support.phone import Phone
+from tests.support.audio import (
+    band_energy_ratio,
+    dominant_frequency,
+    dtmf_samples,
+    duration,
+    make_tone,
+    rms,
+    tone_samples,
+    write_wav,
+)
+from tests.support.phone import Phone, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 10.0
@@ -295,6 +305,7 @@ def test_record_what_the_caller_sends(phone: Phone, worker: WorkerProc, tmp_path
     worker.ok("stop_record", leg="rec-1")
     fin = worker.wait_event("recording_finished", leg="rec-1")
     assert fin["file"] == path
+    assert fin["reason"] == "stopped" and fin["sound"] is True
     assert 1.0 < fin["seconds"] < 3.0
     assert abs(duration(path) - fin["seconds"]) < 0.05
     assert abs(dominant_frequency(path, skip_seconds=0.3) - 440) < 15
@@ -330,7 +341,7 @@ def test_originate_and_bridge_both_directions(
 
     worker.ok("unbridge", a="a", b="b")
     after = str(tmp_path / "after.wav")
-    time.sleep(0.1)  # let the bridge drop the connection before capturing
+    time.sleep(0.3)  # let the bridge drop the connection and the jitter buffer drain
     phone.start_recording(op, after)
     time.sleep(0.8)
     phone.stop_recording(op)
@@ -493,3 +504,260 @@ def test_fifth_call_is_refused_and_non_edge_forbidden(tmp_path: Path) -> None:
         finally:
             w.close()
         assert w.proc.returncode == 0
+
+
+# ------------------------------------------------------------------ hold music
+def capture(phone: Phone, call: str, path: Path, seconds: float = 0.8) -> str:
+    """Record what the phone hears on ``call`` for ``seconds``; returns the path."""
+    phone.start_recording(call, str(path))
+    time.sleep(seconds)  # the length of audio to capture, not a synchronisation
+    phone.stop_recording(call)
+    return str(path)
+
+
+def debug(worker: WorkerProc) -> dict[str, Any]:
+    return worker.ok("debug")["debug"]
+
+
+def test_hold_music_one_player_for_two_legs(
+    phone: Phone, worker: WorkerProc, tmp_path: Path
+) -> None:
+    music = make_tone(str(tmp_path / "music.wav"), 500, seconds=2.0)
+    other = make_tone(str(tmp_path / "other.wav"), 700, seconds=2.0)
+    c1 = answered_call(phone, worker, "m-1")
+    c2 = answered_call(phone, worker, "m-2")
+    idle = debug(worker)
+    assert (idle["legs"], idle["players"], idle["music_players"]) == (2, 0, 0)
+    assert worker.ok("moh_start", leg="m-1", file=music)["listeners"] == 1
+    assert worker.ok("moh_start", leg="m-2", file=music)["listeners"] == 2
+    assert worker.ok("moh_start", leg="m-2", file=music)["listeners"] == 2  # idempotent
+    d = debug(worker)
+    assert d["players"] == 1 and d["music_players"] == 1
+    assert d["music"] == {music: ["m-1", "m-2"]}
+    assert d["conf_ports"] == idle["conf_ports"] + 1
+    assert abs(dominant_frequency(capture(phone, c1, tmp_path / "h1.wav"), 0.2) - 500) < 15
+    assert abs(dominant_frequency(capture(phone, c2, tmp_path / "h2.wav"), 0.2) - 500) < 15
+
+    worker.ok("moh_stop", leg="m-1")
+    assert debug(worker)["music"] == {music: ["m-2"]}
+    time.sleep(0.5)  # what was sent before drains from the phone's jitter buffer
+    assert rms(capture(phone, c1, tmp_path / "q1.wav"), 0.1) < 0.01
+    assert abs(dominant_frequency(capture(phone, c2, tmp_path / "h3.wav"), 0.2) - 500) < 15
+    worker.ok("moh_stop", leg="m-2")
+    worker.ok("moh_stop", leg="m-2")  # idempotent
+    assert wait_until(lambda: debug(worker)["conf_ports"] == idle["conf_ports"], 2.0)
+    d = debug(worker)
+    assert (d["players"], d["music_players"], d["music"]) == (0, 0, {})
+    time.sleep(0.5)
+    assert rms(capture(phone, c2, tmp_path / "q2.wav"), 0.1) < 0.01
+
+    # Two files are two players; moving a leg to another file and hanging up detach it.
+    worker.ok("moh_start", leg="m-1", file=music)
+    worker.ok("moh_start", leg="m-2", file=other)
+    assert debug(worker)["music_players"] == 2
+    worker.ok("moh_start", leg="m-2", file=music)
+    assert debug(worker)["music"] == {music: ["m-1", "m-2"]}
+    assert abs(dominant_frequency(capture(phone, c2, tmp_path / "h4.wav"), 0.3) - 500) < 15
+    phone.hangup(c2)
+    worker.wait_event("state", leg="m-2", state="disconnected")
+    assert debug(worker)["music"] == {music: ["m-1"]}
+    phone.hangup(c1)
+    worker.wait_event("state", leg="m-1", state="disconnected")
+    d = debug(worker)
+    assert (d["legs"], d["players"], d["music_players"]) == (0, 0, 0)
+    assert worker.cmd("moh_start", leg="nope", file=music)["ok"] is False
+    call = answered_call(phone, worker, "m-3")
+    assert worker.cmd("moh_start", leg="m-3", file="/nonexistent.wav")["ok"] is False
+    assert debug(worker)["music_players"] == 0
+    phone.hangup(call)
+
+
+def test_announcement_interrupts_music_which_resumes(
+    phone: Phone, worker: WorkerProc, tmp_path: Path
+) -> None:
+    music = make_tone(str(tmp_path / "music.wav"), 500, seconds=2.0)
+    prompt = make_tone(str(tmp_path / "prompt.wav"), 1000, seconds=1.5)
+    call = answered_call(phone, worker, "ann-1")
+    worker.ok("moh_start", leg="ann-1", file=music)
+    assert abs(dominant_frequency(capture(phone, call, tmp_path / "m1.wav"), 0.2) - 500) < 15
+
+    worker.ok("play", leg="ann-1", file=prompt)
+    assert debug(worker)["players"] == 2  # the music player stays: the leg still listens
+    during = capture(phone, call, tmp_path / "a1.wav", 1.0)
+    assert abs(dominant_frequency(during, 0.3) - 1000) < 15
+    assert band_energy_ratio(during, 500, skip_seconds=0.3) < 0.02  # not mixed in
+    worker.wait_event("playback_finished", leg="ann-1")
+    assert debug(worker)["players"] == 1
+    time.sleep(0.5)
+    assert abs(dominant_frequency(capture(phone, call, tmp_path / "m2.wav"), 0.2) - 500) < 15
+
+    # `stop` ends a looping announcement and the music comes back too.
+    worker.ok("play", leg="ann-1", file=prompt, loop=True)
+    time.sleep(0.3)
+    assert abs(dominant_frequency(capture(phone, call, tmp_path / "a2.wav"), 0.2) - 1000) < 15
+    worker.ok("stop", leg="ann-1")
+    time.sleep(0.5)
+    assert abs(dominant_frequency(capture(phone, call, tmp_path / "m3.wav"), 0.2) - 500) < 15
+
+    # resume_moh=false: the announcement takes the leg off the music for good.
+    worker.ok("play", leg="ann-1", file=prompt, resume_moh=False)
+    assert debug(worker)["music_players"] == 0
+    worker.wait_event("playback_finished", leg="ann-1", file=prompt)
+    time.sleep(0.5)
+    assert rms(capture(phone, call, tmp_path / "q.wav"), 0.1) < 0.01
+
+
+# ------------------------------------------------------------ recording end conditions
+def check_recording(fin: dict[str, Any], path: str, freq: float, skip: float = 0.2) -> None:
+    """The WAV is complete (header matches the data) and holds the phone's tone."""
+    assert fin["file"] == path
+    assert abs(duration(path) - fin["seconds"]) < 0.05
+    assert os.path.getsize(path) == 44 + int(round(duration(path) * 8000)) * 2
+    assert abs(dominant_frequency(path, skip_seconds=skip) - freq) < 15
+
+
+def test_record_ends_after_max_seconds(phone: Phone, worker: WorkerProc, tmp_path: Path) -> None:
+    call = answered_call(phone, worker, "rmax")
+    phone.play_tone(call, 440)
+    path = str(tmp_path / "max.wav")
+    worker.ok("record", leg="rmax", file=path, max_seconds=1.2, silence_timeout=5)
+    assert debug(worker)["recorders"] == 1
+    fin = worker.wait_event("recording_finished", leg="rmax")
+    assert fin["reason"] == "max" and fin["sound"] is True and "digit" not in fin
+    assert 1.0 <= fin["seconds"] <= 1.45
+    check_recording(fin, path, 440)
+    assert debug(worker)["recorders"] == 0
+    assert worker.cmd("stop_record", leg="rmax")["ok"] is False  # already over
+    for bad in (
+        {"max_seconds": -1},
+        {"silence_timeout": "soon"},
+        {"stop_on_digit": "x"},
+        {"silence_level": 101},
+    ):
+        reply = worker.cmd("record", leg="rmax", file=str(tmp_path / "bad.wav"), **bad)
+        assert reply["ok"] is False, bad
+
+
+def test_record_ends_on_silence(phone: Phone, worker: WorkerProc, tmp_path: Path) -> None:
+    call = answered_call(phone, worker, "rsil")
+    # What the caller sends: 1 s of tone, then 4 s of silence.
+    speech = write_wav(
+        str(tmp_path / "speech.wav"), np.concatenate([tone_samples(440, 1.0), np.zeros(32000)])
+    )
+    path = str(tmp_path / "sil.wav")
+    worker.ok("record", leg="rsil", file=path, silence_timeout=1.0, max_seconds=10)
+    phone.play_file(call, speech, loop=False)
+    levels = debug(worker)["levels"]["rsil"]
+    fin = worker.wait_event("recording_finished", leg="rsil")
+    assert fin["reason"] == "silence" and fin["sound"] is True
+    # ~1 s of tone, then the timeout counted from the last sound (polled every 100 ms).
+    assert 1.7 <= fin["seconds"] <= 2.6, fin
+    check_recording(fin, path, 440, skip=0.0)
+    assert rms(path, skip_seconds=fin["seconds"] - 0.7) < 0.01  # it ends in silence
+    assert levels["heard"] == 0  # the worker sends nothing; the phone sends the tone
+
+    # Silence from the start counts as well (and `sound` says nothing was heard).
+    path2 = str(tmp_path / "sil2.wav")
+    worker.ok("record", leg="rsil", file=path2, silence_timeout=0.5)
+    fin2 = worker.wait_event("recording_finished", leg="rsil", file=path2)
+    assert fin2["reason"] == "silence" and fin2["sound"] is False
+    assert 0.4 <= fin2["seconds"] <= 1.0
+
+
+def test_sent_and_heard_levels(phone: Phone, worker: WorkerProc, tmp_path: Path) -> None:
+    call = answered_call(phone, worker, "lvl")
+    phone.play_tone(call, 440)
+    # The bridge reads (and measures) a leg's audio only while it goes somewhere.
+    time.sleep(0.3)
+    assert debug(worker)["levels"]["lvl"]["sent"] == 0
+    worker.ok("record", leg="lvl", file=str(tmp_path / "lvl.wav"))
+    assert wait_until(lambda: (debug(worker)["levels"]["lvl"]["sent"] or 0) > 20, 3.0)
+    assert debug(worker)["levels"]["lvl"]["heard"] == 0
+    worker.ok("play", leg="lvl", file=make_tone(str(tmp_path / "p.wav"), 1000), loop=True)
+    assert wait_until(lambda: (debug(worker)["levels"]["lvl"]["heard"] or 0) > 20, 3.0)
+
+
+def test_record_ends_on_digit(phone: Phone, worker: WorkerProc, tmp_path: Path) -> None:
+    call = answered_call(phone, worker, "rdig")
+    phone.play_tone(call, 440)
+    path = str(tmp_path / "dig.wav")
+    worker.ok("record", leg="rdig", file=path, stop_on_digit="#*", max_seconds=10)
+    time.sleep(1.0)  # audio to capture
+    phone.send_dtmf(call, "1#")
+    fin = worker.wait_event("recording_finished", leg="rdig")
+    assert fin["reason"] == "digit" and fin["digit"] == "#"
+    assert 0.9 <= fin["seconds"] <= 2.5
+    check_recording(fin, path, 440)
+    # Both digits are still reported, the terminator before recording_finished.
+    names = [(e["event"], e.get("digit")) for e in worker.events if e.get("leg") == "rdig"]
+    assert names.index(("dtmf", "1")) < names.index(("dtmf", "#"))
+    assert names.index(("dtmf", "#")) < names.index(("recording_finished", "#"))
+
+
+def test_record_ends_on_hangup(phone: Phone, worker: WorkerProc, tmp_path: Path) -> None:
+    call = answered_call(phone, worker, "rhup")
+    phone.play_tone(call, 440)
+    path = str(tmp_path / "hup.wav")
+    worker.ok("record", leg="rhup", file=path, max_seconds=30, silence_timeout=5)
+    time.sleep(1.2)  # audio to capture
+    phone.hangup(call)
+    fin = worker.wait_event("recording_finished", leg="rhup")
+    assert fin["reason"] == "hangup" and fin["sound"] is True
+    assert 0.9 <= fin["seconds"] <= 2.5
+    check_recording(fin, path, 440)
+    events = [e["event"] for e in worker.events if e.get("leg") == "rhup"]
+    assert events.index("recording_finished") < len(events) - 1  # before "disconnected"
+    worker.wait_event("state", leg="rhup", state="disconnected")
+    assert debug(worker)["recorders"] == 0
+
+
+# --------------------------------------------------------------------- in-band DTMF
+def test_inband_dtmf_detected_on_what_the_leg_sends(
+    phone: Phone, worker: WorkerProc, tmp_path: Path
+) -> None:
+    call = answered_call(phone, worker, "ib")
+    keys = write_wav(str(tmp_path / "keys.wav"), dtmf_samples("159#*0"))
+    worker.ok("inband", leg="ib", on=True)
+    worker.ok("inband", leg="ib", on=True)  # idempotent
+    assert debug(worker)["taps"] == 1
+    phone.play_file(call, keys, loop=False)
+    assert wait_until(lambda: len(worker.events_of("dtmf", leg="ib")) >= 6, 5.0)
+    time.sleep(0.3)  # nothing more comes
+    got = worker.events_of("dtmf", leg="ib")
+    assert "".join(e["digit"] for e in got) == "159#*0"
+    assert {e["method"] for e in got} == {"inband"}
+
+    # An in-band digit ends a recording just like an RFC 2833 one.
+    tail = write_wav(
+        str(tmp_path / "tail.wav"), np.concatenate([tone_samples(440, 1.0), dtmf_samples("2#")])
+    )
+    path = str(tmp_path / "ib.wav")
+    worker.ok("record", leg="ib", file=path, stop_on_digit="#")
+    phone.play_file(call, tail, loop=False)
+    fin = worker.wait_event("recording_finished", leg="ib")
+    assert fin["reason"] == "digit" and fin["digit"] == "#"
+    assert abs(dominant_frequency(path, skip_seconds=0.1) - 440) < 15
+
+    # Off: no more detection, and the tap is gone shortly after.
+    worker.ok("inband", leg="ib", on=False)
+    before = len(worker.events_of("dtmf", leg="ib"))
+    phone.play_file(call, keys, loop=False)
+    time.sleep(1.6)
+    assert len(worker.events_of("dtmf", leg="ib")) == before
+    assert debug(worker)["taps"] == 0
+    assert worker.cmd("inband", leg="nope", on=True)["ok"] is False
+
+
+def test_inband_tap_survives_hangup_and_shutdown(phone: Phone, worker: WorkerProc) -> None:
+    c1 = answered_call(phone, worker, "t-1")
+    c2 = answered_call(phone, worker, "t-2")
+    phone.play_tone(c1, 697)
+    worker.ok("inband", leg="t-1", on=True)
+    worker.ok("inband", leg="t-2", on=True)
+    time.sleep(0.3)
+    phone.hangup(c1)
+    worker.wait_event("state", leg="t-1", state="disconnected")
+    assert wait_until(lambda: debug(worker)["taps"] == 1, 2.0)
+    worker.ok("shutdown")
+    assert phone.wait_state(c2, "disconnected")["code"] == 200
+    assert worker.wait_exit() == 0

@@ -56,7 +56,8 @@ async def test_reserves_pairs_until_capacity_then_refuses(tmp_path):
         assert ranges[0][1] <= ranges[1][0]
     finally:
         await pool.stop()
-    assert all(w.process.returncode == 0 for w in (first, third))  # clean shutdown
+    codes = [w.process.returncode for w in (first, third)]
+    assert codes == [0, 0], codes  # clean shutdown
 
 
 async def test_a_call_waits_for_a_starting_worker(tmp_path):

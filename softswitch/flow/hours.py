@@ -301,8 +301,10 @@ class Schedule:
                                f" {extra_index[day] + 1}); expected one entry per date,"
                                ' with several ranges as "10:00-12:00,13:00-15:00"')  # fmt: skip
                 if day in closed:
-                    raise _Bad(f'"{entry}": {day} is also a holiday (holidays entry'
-                               f" {closed[day] + 1}); expected a date to be one or the other")  # fmt: skip
+                    raise _Bad(
+                        f'"{entry}": {day} is also a holiday (holidays entry {closed[day] + 1});'
+                        " expected a date to be one or the other"
+                    )
             except _Bad as e:
                 problems.append(("working_days", i, str(e)))
                 continue

@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import socket
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ class Worker:
     sip_port: int
     rtp_port: int
     rtp_count: int
-    process: asyncio.subprocess.Process | None = None
+    process: subprocess.Popen | None = None
     writer: asyncio.StreamWriter | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     alive: bool = True
@@ -55,6 +56,11 @@ class Worker:
 
 OnEvent = Callable[[Worker, dict], None]
 OnDeath = Callable[[Worker], None]
+
+
+async def _reap(process: subprocess.Popen) -> int:
+    """Wait for a worker process to exit without blocking the event loop."""
+    return await asyncio.to_thread(process.wait)
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
@@ -117,11 +123,11 @@ class Pool:
         for w in list(self.workers.values()):
             if w.process is not None:
                 try:
-                    await asyncio.wait_for(w.process.wait(), 5)
+                    await asyncio.wait_for(_reap(w.process), 5)
                 except TimeoutError:
                     self._kill(w)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(w.process.wait(), 2)
+                        await asyncio.wait_for(_reap(w.process), 2)
             if w.writer is not None:
                 w.writer.close()
         for task in list(self._tasks):
@@ -176,12 +182,11 @@ class Pool:
         ]
         try:
             with open(self.log_dir / f"worker-{w.slot}.stderr", "ab") as err:
-                w.process = await asyncio.create_subprocess_exec(
-                    *args,
-                    pass_fds=[child.fileno()],
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=err,
+                # Plain Popen, reaped by our own waits: asyncio's child watcher reports
+                # "unknown child" when subprocess' cleanup reaps a worker first.
+                w.process = subprocess.Popen(
+                    args, pass_fds=[child.fileno()], stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=err,
                 )
             child.close()
             reader, w.writer = await asyncio.open_unix_connection(sock=parent)
@@ -233,10 +238,10 @@ class Pool:
         if not w.alive:
             return
         w.alive = False
-        if w.process is not None and w.process.returncode is None:
+        if w.process is not None and w.process.poll() is None:
             self._kill(w)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(w.process.wait(), 5)
+                await asyncio.wait_for(_reap(w.process), 5)
         for fut in w.pending.values():
             if not fut.done():
                 fut.set_result({"ok": False, "error": "worker died"})
@@ -259,7 +264,7 @@ class Pool:
         self._top_up()
 
     def _kill(self, w: Worker) -> None:
-        if w.process is not None and w.process.returncode is None:
+        if w.process is not None and w.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 w.process.kill()
 

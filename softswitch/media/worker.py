@@ -496,9 +496,21 @@ class Worker:
         cfg.medConfig.clockRate = CLOCK_RATE
         cfg.medConfig.sndClockRate = CLOCK_RATE
         cfg.medConfig.audioFramePtime = FRAME_USEC // 1000
+        # No voice activity detection: pjmedia's adaptive VAD takes steady audio (hold
+        # music, a long prompt) for background noise after a second or so and stops
+        # sending RTP, so callers heard silence where the music should resume.
+        cfg.medConfig.noVad = True
         cfg.medConfig.channelCount = 1
         self.ep.libInit(cfg)
         self.ep.audDevManager().setNullDev()
+        # G.711 first in the worker's own offers (originated legs): the bridge runs at
+        # 8 kHz anyway, G.711 costs far less CPU than speex (pjsua's default first
+        # choice) and carries in-band DTMF cleanly. Answers follow the offerer's order.
+        for codec, priority in (("PCMU/8000", 255), ("PCMA/8000", 254)):
+            try:
+                self.ep.codecSetPriority(codec, priority)
+            except Exception:
+                log.warning("cannot prefer codec %s", codec)
 
         tcfg = pj.TransportConfig()
         tcfg.port = a.sip_port

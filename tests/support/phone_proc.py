@@ -118,8 +118,12 @@ class PhoneProc:
         cfg.medConfig.sndAutoCloseTime = -1
         cfg.medConfig.clockRate = 8000
         cfg.medConfig.sndClockRate = 8000
+        cfg.medConfig.noVad = True  # a steady test tone must not be suppressed as silence
         self.ep.libInit(cfg)
         self.ep.audDevManager().setNullDev()
+        # Offer G.711 first, as office phones and trunks do (pjsua's default is speex).
+        self.ep.codecSetPriority("PCMU/8000", 255)
+        self.ep.codecSetPriority("PCMA/8000", 254)
 
         tcfg = pj.TransportConfig()
         tcfg.port = 0  # the OS picks a free port: tests run in parallel
