@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 .PHONY: run test bench lint format check clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml softswitch/__init__.py
 	@$(PYTHON) -c 'import sys; v=sys.version_info[:2]; sys.exit(0 if (3,11)<=v<(3,13) else "softswitch needs Python 3.11 or 3.12 (the pjsua2 wheels stop at 3.12); found %d.%d" % v)'
 	@$(PYTHON) -m venv $(VENV) || { echo "cannot create a virtualenv: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
 	$(PY) -m pip install --quiet --upgrade pip

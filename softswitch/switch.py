@@ -11,8 +11,8 @@
     switch.run()
 
 A block `type = "script"` with `function = "taxi"` (a registered name) or
-`function = "module:function"` (imported at start) runs the flow; what it returns is the
-next block's name (None: hang up).
+`function = "module:function"` (imported at start) runs the flow. What it returns is the
+next block's name; None continues at the script block's own `next` (and "" hangs up).
 """
 
 from __future__ import annotations

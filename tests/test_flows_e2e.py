@@ -149,7 +149,7 @@ def test_invalid_digit_then_silence_ends_in_the_timeout_block(tmp_path, made):
         call = caller.call("100")
         caller.wait_state(call, "confirmed")
         caller.send_dtmf(call, "9")
-        heard = record_for(caller, call, tmp_path / "invalid.wav", 0.8)
+        heard = record_for(caller, call, tmp_path / "heard-invalid.wav", 0.8)
         assert near(dominant_frequency(heard, skip_seconds=0.2), INVALID)
         # no more digits: the greeting is repeated once, then "bye", then hang-up
         end = caller.wait_state(call, "disconnected", timeout=30)

@@ -600,9 +600,10 @@ def test_announcement_interrupts_music_which_resumes(
     assert abs(dominant_frequency(capture(phone, call, tmp_path / "m3.wav"), 0.2) - 500) < 15
 
     # resume_moh=false: the announcement takes the leg off the music for good.
-    worker.ok("play", leg="ann-1", file=prompt, resume_moh=False)
+    short = make_tone(str(tmp_path / "short.wav"), 1000, seconds=0.5)
+    worker.ok("play", leg="ann-1", file=short, resume_moh=False)
     assert debug(worker)["music_players"] == 0
-    worker.wait_event("playback_finished", leg="ann-1", file=prompt)
+    worker.wait_event("playback_finished", leg="ann-1", file=short)
     time.sleep(0.5)
     assert rms(capture(phone, call, tmp_path / "q.wav"), 0.1) < 0.01
 

@@ -128,6 +128,11 @@ class Call:
             raise CallerHungUp
         return None
 
+    async def wait(self, awaitable: Awaitable, timeout: float | None = None) -> Any:
+        """Await something of your own (a CRM lookup, say) but stop the moment the
+        caller hangs up: raises CallerHungUp then. Returns None on `timeout`."""
+        return await self._wait(awaitable, timeout)
+
     # -- events from the session -------------------------------------------------------------
     def _on_hangup(self) -> None:
         if not self._hung_up.done():

@@ -190,7 +190,7 @@ class FlowSession:
             "cmd": "originate", "leg": leg, "uri": f"sip:{targets[0]}@{deps.domain}",
             "headers": {
                 "X-Call": self.call_id, "X-Leg": leg, "X-Targets": ",".join(targets),
-                "X-Ring-Timeout": str(int(timeout)),
+                "X-Ring-Timeout": f"{timeout:g}",
                 "X-From": f'"{name}" <sip:{self.caller}@{deps.domain}>',
             },
         })
