@@ -251,3 +251,79 @@ def test_caller_hangs_up_at_any_moment_and_nothing_leaks(tmp_path, made, stage):
         support.hangup(second)
     finally:
         sw.stop()
+
+
+class MailSink:
+    """A real SMTP server's message handler (aiosmtpd) that keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd API
+        self.messages.append(envelope.content)
+        return "250 OK"
+
+
+def test_voicemail_records_the_caller_stores_it_and_mails_it(tmp_path, made):
+    import email
+    import email.policy
+
+    from aiosmtpd.controller import Controller
+
+    from tests.switch import free_port
+
+    t = tones(tmp_path)
+    smtp_port = free_port()
+    extra = f"""
+[switch.smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+from = "pbx@softswitch.test"
+
+[block.main]
+type = "voicemail"
+box = "office"
+greeting = "{t['greet']}"
+max_seconds = 20
+silence_timeout = 3
+email = ["boss@softswitch.test"]
+"""
+    sw = start(tmp_path, extra)
+    sink = MailSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=smtp_port)
+    try:
+        caller = registered(sw, "103", made)
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        time.sleep(2.8)  # the 2 s greeting and the beep
+        caller.play_tone(call, 440)
+        time.sleep(2.5)  # the message: 2.5 s of 440 Hz
+        caller.hangup(call)  # hanging up ends the message; it is kept
+        (rec,) = sw.wait_for_call_closed(1)
+        assert rec["result"] == "voicemail"
+        with sw.db() as db:
+            (row,) = db.execute("SELECT * FROM voicemail").fetchall()
+        assert (row["box"], row["caller"], row["call_id"]) == ("office", "103", rec["id"])
+        assert 1.5 < row["seconds"] < 6
+        wav = sw.data_dir / row["path"]
+        assert near(dominant_frequency(str(wav), skip_seconds=0.2), 440)
+        # the SMTP server was down: the e-mail waits in the outbox, then goes out
+        assert wait_until(lambda: _outbox(sw)[0]["attempts"] >= 1, 15)
+        assert not sink.messages
+        controller.start()
+        assert wait_until(lambda: sink.messages, 60)
+        msg = email.message_from_bytes(sink.messages[0], policy=email.policy.default)
+        assert msg["To"] == "boss@softswitch.test"
+        (part,) = [p for p in msg.iter_attachments()]
+        assert part.get_content() == wav.read_bytes()
+        assert wait_until(lambda: _outbox(sw)[0]["sent"] is not None, 10)
+        assert len(sink.messages) == 1
+    finally:
+        if controller._thread is not None:
+            controller.stop()
+        sw.stop()
+
+
+def _outbox(sw: RunningSwitch) -> list[dict]:
+    with sw.db() as db:
+        return [dict(r) for r in db.execute("SELECT * FROM outbox")]
