@@ -642,10 +642,6 @@ def line_of(text: str, needle: str, after: str = "") -> int:
     return next(i for i, line in enumerate(lines) if i >= start and needle in line) + 1
 
 
-def flow_problem(tmp_path: Path, text: str) -> ConfigProblem:
-    return only(tmp_path, text)
-
-
 def test_flow_config_loads_into_block_dataclasses(tmp_path: Path, media: Path) -> None:
     from softswitch.config_types import DialBlock, HoursBlock, MenuBlock, VoicemailBlock
 

@@ -30,14 +30,14 @@ def menu_config(t: dict[str, str], *, dial_extensions: bool = False) -> str:
     return f"""
 [block.main]
 type = "menu"
-prompt = "{t['greet']}"
+prompt = "{t["greet"]}"
 options = {{ "1" = "sales", "2" = "support" }}
 dial_extensions = {str(dial_extensions).lower()}
 timeout = 3
 inter_digit_timeout = 2
 retries = 1
-invalid_prompt = "{t['invalid']}"
-unknown_extension_prompt = "{t['invalid']}"
+invalid_prompt = "{t["invalid"]}"
+unknown_extension_prompt = "{t["invalid"]}"
 on_timeout = "bye"
 
 [block.sales]
@@ -54,7 +54,7 @@ on_no_answer = "bye"
 
 [block.bye]
 type = "play"
-prompt = "{t['bye']}"
+prompt = "{t["bye"]}"
 """
 
 
@@ -106,9 +106,7 @@ def test_menu_option_reaches_the_department_with_audio(tmp_path, made):
         caller.play_tone(call, 440)
         support.play_tone(inbound, 880)
         assert near(dominant_frequency(record_for(caller, call, tmp_path / "a.wav", 1.5)), 880)
-        assert near(
-            dominant_frequency(record_for(support, inbound, tmp_path / "b.wav", 1.5)), 440
-        )
+        assert near(dominant_frequency(record_for(support, inbound, tmp_path / "b.wav", 1.5)), 440)
         caller.hangup(call)
         support.wait_state(inbound, "disconnected")
         (rec,) = sw.wait_for_call_closed(1)
@@ -171,9 +169,7 @@ def _schedule_around_now(open_now: bool) -> str:
 
 
 @pytest.mark.parametrize("open_now", [True, False])
-def test_working_hours_send_the_call_to_the_team_or_the_closed_message(
-    tmp_path, made, open_now
-):
+def test_working_hours_send_the_call_to_the_team_or_the_closed_message(tmp_path, made, open_now):
     t = tones(tmp_path)
     extra = f"""
 [block.main]
@@ -190,7 +186,7 @@ on_no_answer = "closed"
 
 [block.closed]
 type = "voicemail"
-greeting = "{t['closed']}"
+greeting = "{t["closed"]}"
 greeting_only = true
 """
     sw = start(tmp_path, extra, timezone='"UTC"')
@@ -283,7 +279,7 @@ from = "pbx@softswitch.test"
 [block.main]
 type = "voicemail"
 box = "office"
-greeting = "{t['greet']}"
+greeting = "{t["greet"]}"
 max_seconds = 20
 silence_timeout = 3
 email = ["boss@softswitch.test"]

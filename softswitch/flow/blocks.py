@@ -85,8 +85,12 @@ async def run_hours(call: Call, block: HoursBlock, ctx: FlowContext) -> str | No
     if schedule is None:
         from softswitch.flow.hours import Schedule
 
-        schedule = Schedule.parse(list(block.schedule), list(block.holidays),
-                                  list(block.working_days), ctx.config.switch.timezone)
+        schedule = Schedule.parse(
+            list(block.schedule),
+            list(block.holidays),
+            list(block.working_days),
+            ctx.config.switch.timezone,
+        )
         ctx.schedules[block.name] = schedule
     is_open = schedule.is_open(ctx.clock())
     call.vars["open"] = is_open
@@ -100,14 +104,12 @@ async def run_menu(call: Call, block: MenuBlock, ctx: FlowContext) -> str | None
     longest = max((len(n) for n in numbers), default=1)
     prompt: str | None = block.prompt
     for _attempt in range(block.retries + 1):
-        first = await call.gather(prompt, max_digits=1, timeout=block.timeout,
-                                  terminator="")
+        first = await call.gather(prompt, max_digits=1, timeout=block.timeout, terminator="")
         prompt = block.prompt
         if not first:
             continue  # timeout: repeat the greeting
         if first in block.options and not (
-            block.dial_extensions and any(n.startswith(first) and n != first
-                                          for n in numbers)
+            block.dial_extensions and any(n.startswith(first) and n != first for n in numbers)
         ):
             return block.options[first]
         if not block.dial_extensions:
@@ -115,8 +117,7 @@ async def run_menu(call: Call, block: MenuBlock, ctx: FlowContext) -> str | None
             continue
         dialed = first
         while len(dialed) < longest and not (
-            dialed in numbers and not any(n.startswith(dialed) and n != dialed
-                                          for n in numbers)
+            dialed in numbers and not any(n.startswith(dialed) and n != dialed for n in numbers)
         ):
             digit = await call.next_digit(block.inter_digit_timeout)
             if digit is None or digit == "#":
@@ -131,8 +132,7 @@ async def run_menu(call: Call, block: MenuBlock, ctx: FlowContext) -> str | None
             continue
         if dialed in block.options:
             return block.options[dialed]
-        await call.play(block.unknown_extension_prompt if len(dialed) > 1
-                        else block.invalid_prompt)
+        await call.play(block.unknown_extension_prompt if len(dialed) > 1 else block.invalid_prompt)
     return block.on_timeout
 
 
@@ -143,8 +143,9 @@ async def run_voicemail(call: Call, block: VoicemailBlock, ctx: FlowContext) -> 
     if block.greeting_only:
         call.outcome = call.outcome or "completed"
         return None
-    recording = await call.record(max_seconds=block.max_seconds, beep=block.beep,
-                                  silence_timeout=block.silence_timeout)
+    recording = await call.record(
+        max_seconds=block.max_seconds, beep=block.beep, silence_timeout=block.silence_timeout
+    )
     if ctx.save_voicemail is not None and recording.seconds >= 1.0:
         await ctx.save_voicemail(call, block, recording)
         call.outcome = "voicemail"

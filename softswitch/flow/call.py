@@ -175,8 +175,9 @@ class Call:
         """Send 180 Ringing without answering."""
         self._send({"cmd": "ring", "leg": self.leg, "code": 180})
 
-    async def play(self, prompt: str | Path, *, loop: bool = False,
-                   interrupt: bool = False) -> str | None:
+    async def play(
+        self, prompt: str | Path, *, loop: bool = False, interrupt: bool = False
+    ) -> str | None:
         """Play a prompt (a media/ name or a file). With `interrupt`, a digit pressed
         during it stops it and is returned (and stays buffered for `gather`). With
         `loop`, playback starts in the background and this returns at once."""
@@ -212,9 +213,15 @@ class Call:
             self._send({"cmd": "stop", "leg": self.leg})
         self._playing = False
 
-    async def gather(self, prompt: str | Path | None = None, *, max_digits: int = 1,
-                     timeout: float = 5.0, inter_digit_timeout: float = 3.0,
-                     terminator: str = "#") -> str:
+    async def gather(
+        self,
+        prompt: str | Path | None = None,
+        *,
+        max_digits: int = 1,
+        timeout: float = 5.0,
+        inter_digit_timeout: float = 3.0,
+        terminator: str = "#",
+    ) -> str:
         """Play `prompt` (interruptible) and collect up to `max_digits` digits: the first
         within `timeout` after the prompt, the next ones within `inter_digit_timeout`
         each; `terminator` ends early (not included). Returns "" on timeout."""
@@ -249,9 +256,15 @@ class Call:
             await self._wait(self._digit_event.wait(), timeout=timeout)
         return self._digits.pop(0) if self._digits else None
 
-    async def record(self, *, max_seconds: float = 120, beep: bool = True,
-                     silence_timeout: float | None = 5.0, terminator: str = "#",
-                     path: Path | None = None) -> Recording:
+    async def record(
+        self,
+        *,
+        max_seconds: float = 120,
+        beep: bool = True,
+        silence_timeout: float | None = 5.0,
+        terminator: str = "#",
+        path: Path | None = None,
+    ) -> Recording:
         """Record the caller. Ends on `max_seconds`, `silence_timeout` of silence, the
         `terminator` digit, or the caller hanging up: in that last case the recording is
         still returned (a voicemail is kept), and the next await raises CallerHungUp."""
@@ -262,8 +275,12 @@ class Call:
         self._recording_dir.mkdir(parents=True, exist_ok=True)
         path = path or self._recording_dir / f"{self.call_id}-{int(time.time() * 1000)}.wav"
         self._waiters.recording = self._loop.create_future()
-        cmd: dict[str, Any] = {"cmd": "record", "leg": self.leg, "file": str(path),
-                               "max_seconds": max_seconds}
+        cmd: dict[str, Any] = {
+            "cmd": "record",
+            "leg": self.leg,
+            "file": str(path),
+            "max_seconds": max_seconds,
+        }
         if silence_timeout:
             cmd["silence_timeout"] = silence_timeout
         if terminator:
@@ -278,8 +295,11 @@ class Call:
                 msg = await asyncio.wait_for(asyncio.shield(fut), 5.0)
             except (TimeoutError, asyncio.CancelledError):
                 msg = {"file": str(path), "seconds": 0.0, "reason": "hangup"}
-        return Recording(Path(msg.get("file", path)), float(msg.get("seconds", 0.0)),
-                         str(msg.get("reason", "stopped")))
+        return Recording(
+            Path(msg.get("file", path)),
+            float(msg.get("seconds", 0.0)),
+            str(msg.get("reason", "stopped")),
+        )
 
     async def dial(self, target: str | list[str], timeout: float = 20) -> DialResult:
         """Ring extension(s) `target` (a list rings together) for `timeout` seconds; when

@@ -45,8 +45,15 @@ class SessionDeps:
 
 
 class FlowSession:
-    def __init__(self, call_id: str, caller: str, caller_name: str, dialed: str,
-                 deps: SessionDeps, runner: FlowRunner) -> None:
+    def __init__(
+        self,
+        call_id: str,
+        caller: str,
+        caller_name: str,
+        dialed: str,
+        deps: SessionDeps,
+        runner: FlowRunner,
+    ) -> None:
         self.call_id = call_id
         self.caller = caller
         self.caller_name = caller_name
@@ -100,8 +107,7 @@ class FlowSession:
         """Everything on the worker is gone: close the records, end the flow."""
         now = self.deps.clock()
         for leg in [self.leg_a, *self.leg_handlers]:
-            self.deps.store.close_leg(leg, ended=now, result="failed",
-                                      cause="media worker died")
+            self.deps.store.close_leg(leg, ended=now, result="failed", cause="media worker died")
         if self.call is not None:
             self.call.outcome = "failed"
             self.call._on_hangup()
@@ -112,15 +118,27 @@ class FlowSession:
     # -- the flow ------------------------------------------------------------------------
     def _start(self, msg: dict) -> None:
         headers = {k: str(v) for k, v in (msg.get("headers") or {}).items()}
-        self.deps.store.open_leg(self.leg_a, call_id=self.call_id, role="caller",
-                                 party=self.caller, started=self.deps.clock(),
-                                 worker=self.deps.worker_slot,
-                                 sip_call_id=msg.get("sip_call_id"))
+        self.deps.store.open_leg(
+            self.leg_a,
+            call_id=self.call_id,
+            role="caller",
+            party=self.caller,
+            started=self.deps.clock(),
+            worker=self.deps.worker_slot,
+            sip_call_id=msg.get("sip_call_id"),
+        )
         self.call = Call(
-            call_id=self.call_id, caller=self.caller, caller_name=self.caller_name,
-            dialed=self.dialed, headers=headers, leg=self.leg_a, send=self.deps.send,
-            resolve_prompt=self.deps.resolve_prompt, originate=self._dial,
-            recording_dir=self.deps.recording_dir, language=self.deps.language,
+            call_id=self.call_id,
+            caller=self.caller,
+            caller_name=self.caller_name,
+            dialed=self.dialed,
+            headers=headers,
+            leg=self.leg_a,
+            send=self.deps.send,
+            resolve_prompt=self.deps.resolve_prompt,
+            originate=self._dial,
+            recording_dir=self.deps.recording_dir,
+            language=self.deps.language,
         )
         self.task = asyncio.get_running_loop().create_task(self._run(self.call))
 
@@ -139,8 +157,7 @@ class FlowSession:
         if not call.hung_up:
             cause = "switch hung up" if cause == "flow ended" else cause
             with contextlib.suppress(CallerHungUp):
-                await call.hangup(500 if call.outcome == "failed" and not call.answered
-                                  else None)
+                await call.hangup(500 if call.outcome == "failed" and not call.answered else None)
         # wait for the caller's leg to end (its disconnected event closes the record)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.a_ended), 10)
@@ -151,11 +168,15 @@ class FlowSession:
         assert self.call is not None
         stats = msg.get("stats") or {}
         self.deps.store.close_leg(
-            self.leg_a, ended=self.deps.clock(),
+            self.leg_a,
+            ended=self.deps.clock(),
             result="answered" if self.call.answered else "cancelled",
             cause="caller hung up" if msg.get("cause") == "remote" else "switch hung up",
-            sip_code=msg.get("code"), rx_packets=stats.get("rx_packets"),
-            rx_lost=stats.get("rx_lost"), tx_packets=stats.get("tx_packets"))
+            sip_code=msg.get("code"),
+            rx_packets=stats.get("rx_packets"),
+            rx_lost=stats.get("rx_lost"),
+            tx_packets=stats.get("tx_packets"),
+        )
         self.call._on_hangup()
         if not self.a_ended.done():
             self.a_ended.set_result(True)
@@ -164,10 +185,10 @@ class FlowSession:
         if self.closed:
             return
         self.closed = True
-        self.deps.store.close_call(self.call_id, ended=self.deps.clock(), result=result,
-                                   cause=cause, sip_code=code)
-        log.info("call %s %s -> %s: %s (%s)", self.call_id, self.caller, self.dialed,
-                 result, cause)
+        self.deps.store.close_call(
+            self.call_id, ended=self.deps.clock(), result=result, cause=cause, sip_code=code
+        )
+        log.info("call %s %s -> %s: %s (%s)", self.call_id, self.caller, self.dialed, result, cause)
         if self.on_closed is not None:
             self.on_closed(self)
 
@@ -182,18 +203,29 @@ class FlowSession:
         self.leg_handlers[leg] = events.put_nowait
         self.last_fork_result = None
         started = deps.clock()
-        deps.store.open_leg(leg, call_id=self.call_id, role="callee",
-                            party=",".join(targets), started=started,
-                            worker=deps.worker_slot)
+        deps.store.open_leg(
+            leg,
+            call_id=self.call_id,
+            role="callee",
+            party=",".join(targets),
+            started=started,
+            worker=deps.worker_slot,
+        )
         name = (self.caller_name or self.caller).replace('"', "")
-        deps.send({
-            "cmd": "originate", "leg": leg, "uri": f"sip:{targets[0]}@{deps.domain}",
-            "headers": {
-                "X-Call": self.call_id, "X-Leg": leg, "X-Targets": ",".join(targets),
-                "X-Ring-Timeout": f"{timeout:g}",
-                "X-From": f'"{name}" <sip:{self.caller}@{deps.domain}>',
-            },
-        })
+        deps.send(
+            {
+                "cmd": "originate",
+                "leg": leg,
+                "uri": f"sip:{targets[0]}@{deps.domain}",
+                "headers": {
+                    "X-Call": self.call_id,
+                    "X-Leg": leg,
+                    "X-Targets": ",".join(targets),
+                    "X-Ring-Timeout": f"{timeout:g}",
+                    "X-From": f'"{name}" <sip:{self.caller}@{deps.domain}>',
+                },
+            }
+        )
         answered_at: float | None = None
         rang = False
         end: dict = {}
@@ -215,7 +247,8 @@ class FlowSession:
                     end = msg
                     break
         except CallerHungUp:
-            deps.send({"cmd": "hangup", "leg": leg, "code": 487})
+            # CANCEL while it rings, BYE once answered
+            deps.send({"cmd": "hangup", "leg": leg, "code": 487 if answered_at is None else 200})
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
                     while True:
@@ -234,22 +267,33 @@ class FlowSession:
         if answered_at is not None:
             call.outcome = "answered"
             self._close_dial_leg(leg, answered_at, end, "callee hung up")
-            return DialResult(DialStatus.ANSWERED, ",".join(targets),
-                              ring_seconds=answered_at - started,
-                              talk_seconds=now - answered_at, sip_code=code)
+            return DialResult(
+                DialStatus.ANSWERED,
+                ",".join(targets),
+                ring_seconds=answered_at - started,
+                talk_seconds=now - answered_at,
+                sip_code=code,
+            )
         status = DIAL_STATUS.get(self.last_fork_result or "", None)
         if status is None:
-            status = {486: DialStatus.BUSY, 600: DialStatus.BUSY, 603: DialStatus.REJECTED,
-                      408: DialStatus.NO_ANSWER}.get(code or 0, DialStatus.UNAVAILABLE)
+            status = {
+                486: DialStatus.BUSY,
+                600: DialStatus.BUSY,
+                603: DialStatus.REJECTED,
+                408: DialStatus.NO_ANSWER,
+            }.get(code or 0, DialStatus.UNAVAILABLE)
         self._close_dial_leg(leg, None, end, str(status))
-        return DialResult(status, ",".join(targets), ring_seconds=now - started,
-                          sip_code=code)
+        return DialResult(status, ",".join(targets), ring_seconds=now - started, sip_code=code)
 
-    def _close_dial_leg(self, leg: str, answered_at: float | None, end: dict,
-                        cause: str) -> None:
+    def _close_dial_leg(self, leg: str, answered_at: float | None, end: dict, cause: str) -> None:
         stats = end.get("stats") or {}
         self.deps.store.close_leg(
-            leg, ended=self.deps.clock(),
+            leg,
+            ended=self.deps.clock(),
             result="answered" if answered_at is not None else cause,
-            cause=cause, sip_code=end.get("code"), rx_packets=stats.get("rx_packets"),
-            rx_lost=stats.get("rx_lost"), tx_packets=stats.get("tx_packets"))
+            cause=cause,
+            sip_code=end.get("code"),
+            rx_packets=stats.get("rx_packets"),
+            rx_lost=stats.get("rx_lost"),
+            tx_packets=stats.get("tx_packets"),
+        )
