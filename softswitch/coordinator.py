@@ -328,8 +328,7 @@ class Coordinator:
         cached = self._prompts.get(name)
         if cached is not None and cached.exists():
             return cached
-        base = self.config.source.parent if self.config.source else None
-        source = prompt_path(name, self.config, base)
+        source = prompt_path(name, self.config, self.config.base_dir)
         prepared = audio.prepare(source, self.data_dir / "cache" / "audio")
         self._prompts[name] = prepared
         return prepared

@@ -116,6 +116,8 @@ class Call:
         """Wait for `fut`, or raise CallerHungUp the moment the caller hangs up.
         Returns None on timeout."""
         if self._hung_up.done():
+            if asyncio.iscoroutine(fut):
+                fut.close()  # never started: do not leave it un-awaited
             raise CallerHungUp
         task = asyncio.ensure_future(fut)
         done, _ = await asyncio.wait(
@@ -135,11 +137,10 @@ class Call:
 
     # -- events from the session -------------------------------------------------------------
     def _on_hangup(self) -> None:
+        """Whatever is awaited through `_wait` raises CallerHungUp now. The playback and
+        recording futures stay open: the worker still reports a recording's end."""
         if not self._hung_up.done():
             self._hung_up.set_result(True)
-        for fut in (self._waiters.playback, self._waiters.recording):
-            if fut is not None and not fut.done():
-                fut.cancel()
 
     def _on_confirmed(self) -> None:
         if self.answered_at is None:
@@ -293,7 +294,7 @@ class Call:
             # the worker reports the recording before the hang-up; give it a moment
             try:
                 msg = await asyncio.wait_for(asyncio.shield(fut), 5.0)
-            except (TimeoutError, asyncio.CancelledError):
+            except TimeoutError:
                 msg = {"file": str(path), "seconds": 0.0, "reason": "hangup"}
         return Recording(
             Path(msg.get("file", path)),

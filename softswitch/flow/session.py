@@ -149,7 +149,8 @@ class FlowSession:
         except CallerHungUp:
             cause = "caller hung up"
         except asyncio.CancelledError:
-            return
+            self._close("failed", "flow cancelled", None)  # no-op after a worker death
+            raise
         except Exception:
             log.exception("flow of call %s failed", self.call_id)
             call.outcome = call.outcome or "failed"
