@@ -195,3 +195,22 @@ async def test_busy_dial_result_and_menu_digits(tmp_path):
     assert results["dial"].status is DialStatus.BUSY and not results["dial"].answered
     assert legs["c1-b1"]["result"] == "busy"
     assert not leftover
+
+
+async def test_inband_detection_runs_only_while_needed(tmp_path):
+    got = {}
+
+    async def flow(call: Call) -> None:
+        # a trunk that sends tones in the audio only: detection is turned on to gather
+        call._on_digit("7", "inband")
+        got["inband"] = await call.gather(max_digits=1, timeout=1)
+        # the phone turns out to send RFC 2833: its tones in the audio are ignored
+        call._on_digit("1", "rfc2833")
+        call._on_digit("1", "inband")
+        got["2833"] = await call.gather(max_digits=2, timeout=0.3, inter_digit_timeout=0.3)
+        await call.wait(asyncio.sleep(60))
+
+    worker = ScriptedWorker()
+    await run_session(tmp_path, flow, worker, 1.0)
+    assert got == {"inband": "7", "2833": "1"}
+    assert [c["on"] for c in worker.commands("inband")] == [True, False]

@@ -146,7 +146,7 @@ async def run_voicemail(call: Call, block: VoicemailBlock, ctx: FlowContext) -> 
     recording = await call.record(
         max_seconds=block.max_seconds, beep=block.beep, silence_timeout=block.silence_timeout
     )
-    if ctx.save_voicemail is not None and recording.seconds >= 1.0:
+    if ctx.save_voicemail is not None and recording.seconds >= 1.0 and recording.sound:
         await ctx.save_voicemail(call, block, recording)
         call.outcome = "voicemail"
     elif recording.path.exists():

@@ -51,6 +51,7 @@ class Recording:
     path: Path
     seconds: float
     reason: str  # max / silence / digit / stopped / hangup
+    sound: bool = True  # False: the caller never made a sound (an empty message)
 
 
 @dataclass
@@ -99,6 +100,9 @@ class Call:
         self._waiters = LegWaiters()
         self._answered = self._loop.create_future()
         self._playing = False
+        self._music: str | None = None
+        self._inband = False
+        self._signalled_dtmf = False  # the phone sends RFC 2833 / INFO: no in-band needed
         self.answered_at: float | None = None
         self.ended_by_switch = False
         self.outcome: str | None = None  # what the flow achieved, for the call record
@@ -148,9 +152,24 @@ class Call:
         if not self._answered.done():
             self._answered.set_result(True)
 
-    def _on_digit(self, digit: str) -> None:
+    def _on_digit(self, digit: str, method: str = "rfc2833") -> None:
+        if method == "inband":
+            if self._signalled_dtmf:
+                return  # the same press, heard in the audio too
+        elif not self._signalled_dtmf:
+            self._signalled_dtmf = True
+            self._detect_inband(False)
         self._digits.append(digit)
         self._digit_event.set()
+
+    def _detect_inband(self, on: bool) -> None:
+        """In-band DTMF detection costs CPU in the worker: it runs only while the flow
+        waits for digits, and never for a phone that has sent RFC 2833 or INFO digits."""
+        if on and self._signalled_dtmf:
+            return
+        if on != self._inband and not self.hung_up:
+            self._inband = on
+            self._send({"cmd": "inband", "leg": self.leg, "on": on})
 
     def _on_playback_finished(self) -> None:
         fut = self._waiters.playback
@@ -208,6 +227,19 @@ class Call:
         self._playing = False
         return None
 
+    async def music(self, name: str = "default") -> None:
+        """Hold music (a media/music name or a file) until `music_off`, `dial` or hang-up.
+        Announcements (`play`) interrupt it and it resumes by itself after them."""
+        await self.answer()
+        path = self._resolve_prompt(f"music:{name}" if "/" not in name else name)
+        self._music = str(path)
+        self._send({"cmd": "moh_start", "leg": self.leg, "file": str(path)})
+
+    def music_off(self) -> None:
+        if self._music is not None and not self.hung_up:
+            self._send({"cmd": "moh_stop", "leg": self.leg})
+        self._music = None
+
     def stop(self) -> None:
         """Stop what is playing to the caller."""
         if self._playing and not self.hung_up:
@@ -226,10 +258,10 @@ class Call:
         """Play `prompt` (interruptible) and collect up to `max_digits` digits: the first
         within `timeout` after the prompt, the next ones within `inter_digit_timeout`
         each; `terminator` ends early (not included). Returns "" on timeout."""
+        await self.answer()
+        self._detect_inband(True)
         if prompt is not None:
             await self.play(prompt, interrupt=True)
-        else:
-            await self.answer()
         got = ""
         wait = timeout
         while len(got) < max_digits:
@@ -309,6 +341,8 @@ class Call:
         if self.hung_up:
             raise CallerHungUp
         self.stop()
+        self.music_off()
+        self._detect_inband(False)
         result = await self._originate(self, targets, float(timeout))
         if self.hung_up:
             raise CallerHungUp

@@ -94,7 +94,7 @@ class FlowSession:
             elif state == "disconnected":
                 self._a_disconnected(msg)
         elif event == "dtmf":
-            call._on_digit(str(msg.get("digit", "")))
+            call._on_digit(str(msg.get("digit", "")), str(msg.get("method", "rfc2833")))
         elif event == "playback_finished":
             call._on_playback_finished()
         elif event == "recording_finished":
