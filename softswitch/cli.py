@@ -68,7 +68,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     listening = ", ".join(_format_listen(a) for a in config.switch.listen)
     n = len(config.extensions)
     noun = "extension" if n == 1 else "extensions"
-    _print(f"{file}: OK — {n} {noun}, listening on {listening}")
+    flows = ""
+    if config.blocks:
+        flows = (f", {len(config.blocks)} blocks: calls to {config.switch.entry_number} "
+                 f"start at {config.switch.entry}")
+    _print(f"{file}: OK — {n} {noun}, listening on {listening}{flows}")
     return 0
 
 
