@@ -9,16 +9,17 @@ import csv
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+# one free-port picker, config writer and start-up wait for the tests' switch and this one
+from tests.switch import config_text, free_port, wait_until_ready
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -35,21 +36,6 @@ def password(number: str) -> str:
 
 def extensions(count: int, first: int = 1000) -> list[str]:
     return [str(first + i) for i in range(count)]
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
 
 
 # -- /proc -------------------------------------------------------------------------------
@@ -126,17 +112,8 @@ class Switch:
             "max_workers": "4",
             "ring_timeout": "30",
         }
-        settings.update({k: str(v) for k, v in switch.items()})
-        lines = ["[switch]"] + [f"{k} = {v}" for k, v in settings.items()]
-        for number in self.numbers:
-            lines += [
-                "",
-                "[[extension]]",
-                f'number = "{number}"',
-                f'name = "Ext {number}"',
-                f'password = "{password(number)}"',
-            ]
-        self.config.write_text("\n".join(lines) + "\n")
+        extensions = [(n, f"Ext {n}", password(n)) for n in self.numbers]
+        self.config.write_text(config_text(settings, switch, extensions))
 
     def check(self) -> None:
         res = subprocess.run(
@@ -170,19 +147,9 @@ class Switch:
                 cwd=REPO,
                 start_new_session=True,
             )
-        ready = threading.Event()
-
-        def pump(stream) -> None:
-            for line in stream:
-                if line.startswith("data:"):
-                    ready.set()
-
-        threading.Thread(target=pump, args=(self.proc.stdout,), daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while not ready.wait(0.1):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("softswitch did not start:\n" + self.log_tail())
+        if not wait_until_ready(self.proc, timeout):
+            self.stop()
+            raise RuntimeError("softswitch did not start:\n" + self.log_tail())
 
     @staticmethod
     def env() -> dict[str, str]:
@@ -372,6 +339,12 @@ def read_stf(path: Path) -> dict[str, str]:
     return dict(zip(rows[0], rows[-1], strict=False))
 
 
+def rate_args(users: Path, rate: int, total: int) -> list[str]:
+    """SIPp options for `total` calls (or registrations) at `rate` per second, each taking
+    its line of the injection file `users`."""
+    return ["-inf", str(users), "-r", str(rate), "-m", str(total)]
+
+
 def register(
     switch: Switch, numbers: Sequence[str], port: int, workdir: Path, name: str = "register"
 ) -> SippResult:
@@ -384,7 +357,7 @@ def register(
         port=port,
         workdir=workdir,
         name=name,
-        args=["-inf", str(csv_path), "-m", str(len(numbers)), "-r", "200", "-timeout", "20s"],
+        args=[*rate_args(csv_path, 200, len(numbers)), "-timeout", "20s"],
     )
     res = run.wait(30)
     if res.returncode != 0:

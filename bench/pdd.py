@@ -15,8 +15,6 @@ B then answers 486 Busy Here (so no media is set up); A ACKs the 486 it gets bac
 
 from __future__ import annotations
 
-import hashlib
-import re
 import secrets
 import select
 import socket
@@ -31,6 +29,7 @@ from bench.common import (
     table,
     workdir,
 )
+from bench.sip import digest, split_message
 
 CALLS = 200
 WARMUP = 5
@@ -39,46 +38,6 @@ SDP = (
     "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
     "m=audio {port} RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
 )
-
-
-def md5(s: str) -> str:
-    return hashlib.md5(s.encode()).hexdigest()
-
-
-def digest(challenge: str, method: str, uri: str, user: str, pw: str) -> str:
-    params = dict(re.findall(r'(\w+)="?([^",]*)"?', challenge.split(" ", 1)[1]))
-    ha1 = md5(f"{user}:{params['realm']}:{pw}")
-    ha2 = md5(f"{method}:{uri}")
-    cnonce = secrets.token_hex(8)
-    resp = md5(f"{ha1}:{params['nonce']}:00000001:{cnonce}:auth:{ha2}")
-    out = (
-        f'Digest username="{user}", realm="{params["realm"]}", nonce="{params["nonce"]}",'
-        f' uri="{uri}", response="{resp}", algorithm=MD5, qop=auth, nc=00000001,'
-        f' cnonce="{cnonce}"'
-    )
-    if "opaque" in params:
-        out += f', opaque="{params["opaque"]}"'
-    return out
-
-
-def parse(data: bytes) -> tuple[str, dict[str, list[str]], str]:
-    head, _, body = data.decode(errors="replace").partition("\r\n\r\n")
-    lines = head.split("\r\n")
-    headers: dict[str, list[str]] = {}
-    compact = {
-        "v": "via",
-        "f": "from",
-        "t": "to",
-        "i": "call-id",
-        "m": "contact",
-        "l": "content-length",
-        "c": "content-type",
-    }
-    for ln in lines[1:]:
-        name, _, value = ln.partition(":")
-        key = name.strip().lower()
-        headers.setdefault(compact.get(key, key), []).append(value.strip())
-    return lines[0], headers, body
 
 
 class UA:
@@ -97,7 +56,7 @@ class UA:
     def recv(self, timeout: float = 5.0) -> tuple[str, dict[str, list[str]], str]:
         self.sock.settimeout(timeout)
         data, _ = self.sock.recvfrom(65535)
-        return parse(data)
+        return split_message(data)
 
     def request(
         self,
@@ -180,7 +139,7 @@ def one_call(a: UA, b: UA, callee: str) -> tuple[float, float]:
         now = time.perf_counter()
         if b.sock in ready:
             data, src = b.sock.recvfrom(65535)
-            line, h, _ = parse(data)
+            line, h, _ = split_message(data)
             if line.startswith("INVITE") and t2 is None:
                 t2 = now
                 resp = (
@@ -194,7 +153,7 @@ def one_call(a: UA, b: UA, callee: str) -> tuple[float, float]:
             # ACK to the 486 (and retransmissions) need no answer
         if a.sock in ready:
             data, _ = a.sock.recvfrom(65535)
-            status, h, _ = parse(data)
+            status, h, _ = split_message(data)
             if status.startswith("SIP/2.0") and int(status.split()[1]) >= 200:
                 final = int(status.split()[1])
                 a.send(ack_for(uri, h, h["via"][0], 2))

@@ -10,7 +10,6 @@ so each bridged call through the switch carries RTP in both directions."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 import selectors
@@ -20,40 +19,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.sip import digest, split_message
+
 PTIME = 0.020
 SDP = (
     "v=0\r\no=- {sess} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
     "m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n"
 )
-COMPACT = {
-    "v": "via",
-    "f": "from",
-    "t": "to",
-    "i": "call-id",
-    "m": "contact",
-    "l": "content-length",
-    "c": "content-type",
-}
-
-
-def md5(s: str) -> str:
-    return hashlib.md5(s.encode()).hexdigest()
-
-
-def digest(challenge: str, method: str, uri: str, user: str, pw: str) -> str:
-    params = dict(re.findall(r'(\w+)="?([^",]*)"?', challenge.split(" ", 1)[1]))
-    ha1 = md5(f"{user}:{params['realm']}:{pw}")
-    ha2 = md5(f"{method}:{uri}")
-    cnonce = secrets.token_hex(8)
-    resp = md5(f"{ha1}:{params['nonce']}:00000001:{cnonce}:auth:{ha2}")
-    out = (
-        f'Digest username="{user}", realm="{params["realm"]}", nonce="{params["nonce"]}",'
-        f' uri="{uri}", response="{resp}", algorithm=MD5, qop=auth, nc=00000001,'
-        f' cnonce="{cnonce}"'
-    )
-    if "opaque" in params:
-        out += f', opaque="{params["opaque"]}"'
-    return out
 
 
 @dataclass
@@ -84,21 +56,8 @@ class Msg:
 
 
 def parse(data: bytes) -> Msg:
-    head, _, body = data.decode(errors="replace").partition("\r\n\r\n")
-    lines = head.split("\r\n")
-    headers: dict[str, list[str]] = {}
-    for ln in lines[1:]:
-        name, _, value = ln.partition(":")
-        key = name.strip().lower()
-        key = COMPACT.get(key, key)
-        # Via / Record-Route / Route may hold several comma-separated values
-        values = (
-            [v.strip() for v in value.split(",")]
-            if key in ("via", "record-route", "route")
-            else [value.strip()]
-        )
-        headers.setdefault(key, []).extend(values)
-    return Msg(lines[0], headers, body)
+    # Via / Record-Route / Route may hold several comma-separated values
+    return Msg(*split_message(data, comma_lists=("via", "record-route", "route")))
 
 
 def sdp_media(body: str) -> tuple[str, int] | None:
@@ -296,22 +255,8 @@ class LoadUA:
         ruri = f"sip:{self.domain}"
         aor = f"<sip:{self.b_user}@{self.domain}>"
         frm = f"{aor};tag={secrets.token_hex(4)}"
-        self._send(
-            "b",
-            self._request(
-                "b",
-                "REGISTER",
-                ruri,
-                None,
-                call_id=call_id,
-                cseq=1,
-                from_hdr=frm,
-                to_hdr=aor,
-                extra="Expires: 3600\r\n",
-            ),
-            self.server,
-        )
         self._reg = (call_id, ruri, aor, frm)
+        self._send_register(1, "")
         deadline = time.monotonic() + timeout
         while not self.registered and time.monotonic() < deadline:
             self.poll(0.05)
@@ -458,26 +403,31 @@ class LoadUA:
             self._response(side, msg, 200, "OK", dest=src)
 
     def _on_register(self, msg: Msg) -> None:
-        call_id, ruri, aor, frm = self._reg
         if msg.code == 401:
+            ruri = self._reg[1]
             auth = digest(msg.h("www-authenticate"), "REGISTER", ruri, self.b_user, self.b_pw)
-            self._send(
-                "b",
-                self._request(
-                    "b",
-                    "REGISTER",
-                    ruri,
-                    None,
-                    call_id=call_id,
-                    cseq=2,
-                    from_hdr=frm,
-                    to_hdr=aor,
-                    extra=f"Expires: 3600\r\nAuthorization: {auth}\r\n",
-                ),
-                self.server,
-            )
+            self._send_register(2, f"Authorization: {auth}\r\n")
         elif msg.code == 200:
             self.registered = True
+
+    def _send_register(self, cseq: int, extra: str) -> None:
+        """B's REGISTER (of the registration `register_b` began) with `extra` headers."""
+        call_id, ruri, aor, frm = self._reg
+        self._send(
+            "b",
+            self._request(
+                "b",
+                "REGISTER",
+                ruri,
+                None,
+                call_id=call_id,
+                cseq=cseq,
+                from_hdr=frm,
+                to_hdr=aor,
+                extra=f"Expires: 3600\r\n{extra}",
+            ),
+            self.server,
+        )
 
     def _on_response(self, leg: Leg, msg: Msg) -> None:
         code = msg.code

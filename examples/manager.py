@@ -13,6 +13,8 @@ is slow (no answer within the timeout), down, answers an error or nonsense, does
 know the caller, or when the manager does not answer (busy, no answer, not registered).
 Every fallback is logged with its reason. The caller hears ringing meanwhile: nothing
 answers the call until the manager or someone in the group does.
+The CRM request itself is in crm_client.py next to this file, which taxi.py uses too:
+copy it along with the flow.
 
 Settings, from the switch's environment:
 
@@ -25,62 +27,21 @@ Settings, from the switch's environment:
 from __future__ import annotations
 
 import logging
-import os
-from typing import Any
 from urllib.parse import quote
 
-import aiohttp
+from crm_client import CrmUnavailable, crm_get, env_float
 
 from softswitch import Call
 
 log = logging.getLogger(__name__)
 
 
-def _env_float(name: str, default: float) -> float:
-    value = os.environ.get(name, "")
-    try:
-        return float(value) if value.strip() else default
-    except ValueError:
-        log.warning("%s=%r is not a number; using %g", name, value, default)
-        return default
-
-
-CRM_URL = os.environ.get("SOFTSWITCH_CRM_URL", "").strip() or "http://127.0.0.1:8080"
-CRM_TIMEOUT = _env_float("SOFTSWITCH_CRM_TIMEOUT", 1.5)
-MANAGER_RING_SECONDS = _env_float("SOFTSWITCH_MANAGER_RING_SECONDS", 15)
+MANAGER_RING_SECONDS = env_float("SOFTSWITCH_MANAGER_RING_SECONDS", 15)
 
 # What the flow returns is the next block's name: None continues at the script block's
 # `next` (the group in manager.toml), "" hangs up.
 TO_GROUP = None
 HANG_UP = ""
-
-
-class CrmUnavailable(Exception):
-    """The CRM gave no usable answer: down, too slow, an HTTP error, or not JSON."""
-
-
-async def crm_get(path: str) -> dict[str, Any] | None:
-    """GET `path` from the CRM: its JSON object, or None when it has no record (404).
-    Anything else raises CrmUnavailable; the request never takes longer than CRM_TIMEOUT."""
-    url = CRM_URL.rstrip("/") + path
-    timeout = aiohttp.ClientTimeout(total=CRM_TIMEOUT)
-    try:
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            async with http.get(url) as resp:
-                if resp.status == 404:
-                    return None
-                if resp.status != 200:
-                    raise CrmUnavailable(f"HTTP {resp.status} from {url}")
-                body = await resp.json(content_type=None)
-    except TimeoutError:
-        raise CrmUnavailable(f"no answer from {url} within {CRM_TIMEOUT:g} s") from None
-    except aiohttp.ClientError as e:
-        raise CrmUnavailable(f"{url}: {type(e).__name__}: {e}") from None
-    except ValueError as e:  # the body is not JSON
-        raise CrmUnavailable(f"{url}: the answer is not JSON ({e})") from None
-    if not isinstance(body, dict):
-        raise CrmUnavailable(f"{url}: expected a JSON object, got {type(body).__name__}")
-    return body
 
 
 async def flow(call: Call) -> str | None:

@@ -371,18 +371,22 @@ _HOSTNAME_RE = re.compile(
 )
 
 
-def check_domain(value: str, ctx: Context) -> str:
-    """The SIP domain must be a DNS name or IP address: it appears in every URI."""
+def _host_name_or_ip(value: str, problem: str) -> str:
+    """`value` if it is a DNS name or an IP address; else Invalid(f'"{value}" {problem}')."""
     if _HOSTNAME_RE.fullmatch(value):
         return value
     try:
         ipaddress.ip_address(value)
     except ValueError:
-        raise Invalid(
-            f'"{value}" is not a domain name; expected a DNS name like "pbx.example.com"'
-            " or an IP address"
-        ) from None
+        raise Invalid(f'"{value}" {problem}') from None
     return value
+
+
+def check_domain(value: str, ctx: Context) -> str:
+    """The SIP domain must be a DNS name or IP address: it appears in every URI."""
+    return _host_name_or_ip(
+        value, 'is not a domain name; expected a DNS name like "pbx.example.com" or an IP address'
+    )
 
 
 _LISTEN_EXPECTED = (
@@ -517,12 +521,16 @@ def check_timezone(value: str, ctx: Context) -> str:
     return value
 
 
-def check_extension_number(value: str, ctx: Context) -> str:
+def _two_to_six_digits(value: str, what: str, example: str) -> str:
     if not re.fullmatch(r"[0-9]{2,6}", value):
         raise Invalid(
-            f'"{value}" is not an extension number; expected a string of 2 to 6 digits, e.g. "101"'
+            f'"{value}" is not {what}; expected a string of 2 to 6 digits, e.g. "{example}"'
         )
     return value
+
+
+def check_extension_number(value: str, ctx: Context) -> str:
+    return _two_to_six_digits(value, "an extension number", "101")
 
 
 def check_name(value: str, ctx: Context) -> str:
@@ -590,16 +598,9 @@ def float_range(lo: float, hi: float) -> Checker:
 
 
 def check_host(value: str, ctx: Context) -> str:
-    if _HOSTNAME_RE.fullmatch(value):
-        return value
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        raise Invalid(
-            f'"{value}" is not a host name or IP address; expected e.g. "smtp.example.com"'
-            ' or "127.0.0.1"'
-        ) from None
-    return value
+    return _host_name_or_ip(
+        value, 'is not a host name or IP address; expected e.g. "smtp.example.com" or "127.0.0.1"'
+    )
 
 
 def check_media_dir(value: str, ctx: Context) -> Path | None:
@@ -619,11 +620,7 @@ def check_media_dir(value: str, ctx: Context) -> Path | None:
 
 
 def check_entry_number(value: str, ctx: Context) -> str:
-    if not re.fullmatch(r"[0-9]{2,6}", value):
-        raise Invalid(
-            f'"{value}" is not a number to dial; expected a string of 2 to 6 digits, e.g. "100"'
-        )
-    return value
+    return _two_to_six_digits(value, "a number to dial", "100")
 
 
 _BLOCK_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -689,30 +686,27 @@ def _string_list(value: list[Any], what: str) -> list[tuple[str, KeyPath]]:
     ]
 
 
-def _schedule_invalid(error: ScheduleError, field_name: str) -> Invalid | None:
-    items = [(m, (i,)) for f, i, m in error.problems if f == field_name]
-    return Invalid(items=items) if items else None
+def _parsed_schedule_field(
+    field_name: str, value: list[Any], *parse_args: list[Any]
+) -> tuple[str, ...]:
+    """`value` as a tuple, once `Schedule.parse(*parse_args)` finds nothing wrong with the
+    field `field_name` (each of its problems on its entry's own line)."""
+    try:
+        Schedule.parse(*parse_args)
+    except ScheduleError as e:
+        items = [(m, (i,)) for f, i, m in e.problems if f == field_name]
+        if items:
+            raise Invalid(items=items) from None
+    return tuple(value)
 
 
 def check_schedule(value: list[Any], ctx: Context) -> tuple[str, ...]:
     """Weekly hours, each entry parsed by `Schedule.parse` (its error on its own line)."""
-    try:
-        Schedule.parse(value)
-    except ScheduleError as e:
-        invalid = _schedule_invalid(e, "schedule")
-        if invalid is not None:
-            raise invalid from None
-    return tuple(value)
+    return _parsed_schedule_field("schedule", value, value)
 
 
 def check_holidays(value: list[Any], ctx: Context) -> tuple[str, ...]:
-    try:
-        Schedule.parse([], value)
-    except ScheduleError as e:
-        invalid = _schedule_invalid(e, "holidays")
-        if invalid is not None:
-            raise invalid from None
-    return tuple(value)
+    return _parsed_schedule_field("holidays", value, [], value)
 
 
 def check_working_days(value: list[Any], ctx: Context) -> tuple[str, ...]:
@@ -720,13 +714,7 @@ def check_working_days(value: list[Any], ctx: Context) -> tuple[str, ...]:
     holidays = ctx.item.get("holidays")
     if not isinstance(holidays, list):
         holidays = []
-    try:
-        Schedule.parse([], holidays, value)
-    except ScheduleError as e:
-        invalid = _schedule_invalid(e, "working_days")
-        if invalid is not None:
-            raise invalid from None
-    return tuple(value)
+    return _parsed_schedule_field("working_days", value, [], holidays, value)
 
 
 def check_targets(value: list[Any], ctx: Context) -> tuple[str, ...]:

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real switch on free 127.0.0.1 ports, and registered test phones."""
+"""Shared fixtures: a real switch on free 127.0.0.1 ports, registered test phones, and a
+switch data dir with its store (for the voicemail and mail tests)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,33 @@ from pathlib import Path
 
 import pytest
 
+from softswitch.store.db import Store
 from tests.support.phone import Phone
 from tests.switch import EXTENSIONS, RunningSwitch
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A switch's data dir (not created: the store creates it)."""
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def store(data_dir: Path) -> Iterator[Store]:
+    """The store in `data_dir`, closed after the test."""
+    s = Store(data_dir / "softswitch.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def made() -> Iterator[list[Phone]]:
+    """Test phones a test makes itself (tests.support.e2e.registered adds them), closed
+    after it."""
+    phones: list[Phone] = []
+    yield phones
+    for p in phones:
+        p.close()
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 EXTENSIONS = {
@@ -40,9 +41,7 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
-def write_config(
-    path: Path, port: int, data_dir: Path, extra: str = "", **switch: object
-) -> None:
+def write_config(path: Path, port: int, data_dir: Path, extra: str = "", **switch: object) -> None:
     # Switches of tests running side by side get disjoint RTP ranges (400 ports each).
     rtp = switch.pop("rtp_base", 20000 + (port % 100) * 400)
     settings = {
@@ -54,9 +53,21 @@ def write_config(
         "max_workers": "4",
         "ring_timeout": "10",
     }
-    settings.update({k: str(v) for k, v in switch.items()})
-    lines = ["[switch]"] + [f"{k} = {v}" for k, v in settings.items()]
-    for number, (name, password) in EXTENSIONS.items():
+    extensions = [(number, name, password) for number, (name, password) in EXTENSIONS.items()]
+    path.write_text(config_text(settings, switch, extensions) + "\n" + extra)
+
+
+def config_text(
+    settings: Mapping[str, str],
+    overrides: Mapping[str, object],
+    extensions: Iterable[tuple[str, str, str]],
+) -> str:
+    """A config: [switch] with `settings` (TOML values as text), each replaced or added to
+    by `overrides` (str() of each), then an [[extension]] per (number, name, password).
+    The benchmarks (bench/common.py) write theirs with it too."""
+    merged = {**settings, **{k: str(v) for k, v in overrides.items()}}
+    lines = ["[switch]"] + [f"{k} = {v}" for k, v in merged.items()]
+    for number, name, password in extensions:
         lines += [
             "",
             "[[extension]]",
@@ -64,7 +75,30 @@ def write_config(
             f'name = "{name}"',
             f'password = "{password}"',
         ]
-    path.write_text("\n".join(lines) + "\n\n" + extra)
+    return "\n".join(lines) + "\n"
+
+
+def wait_until_ready(
+    proc: subprocess.Popen, timeout: float, output: list[str] | None = None
+) -> bool:
+    """Reads a starting `softswitch run`'s stdout on a thread (each line appended to
+    `output` when given) until its "data:" line: True once that came, False when the
+    process ended or `timeout` seconds passed first."""
+    ready = threading.Event()
+
+    def pump(stream) -> None:
+        for line in stream:
+            if output is not None:
+                output.append(line)
+            if line.startswith("data:"):
+                ready.set()
+
+    threading.Thread(target=pump, args=(proc.stdout,), daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not ready.wait(0.1):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+    return True
 
 
 class RunningSwitch:
@@ -92,19 +126,8 @@ class RunningSwitch:
             text=True,
             env=env,
         )
-        ready = threading.Event()
-
-        def pump(stream) -> None:
-            for line in stream:
-                self.output.append(line)
-                if line.startswith("data:"):
-                    ready.set()
-
-        threading.Thread(target=pump, args=(self.proc.stdout,), daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while not ready.wait(0.1):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("softswitch did not start:\n" + self.log_text())
+        if not wait_until_ready(self.proc, timeout, self.output):
+            raise RuntimeError("softswitch did not start:\n" + self.log_text())
 
     def log_text(self) -> str:
         path = self.tmp / "switch.log"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import e2e
 from tests.support.audio import dominant_frequency
 from tests.support.phone import Phone
 from tests.switch import EXTENSIONS, RunningSwitch, free_port
@@ -130,14 +131,6 @@ def example_blocks(name: str) -> tuple[str, str, str]:
 
 
 @pytest.fixture
-def made():
-    phones: list[Phone] = []
-    yield phones
-    for p in phones:
-        p.close()
-
-
-@pytest.fixture
 def crms(tmp_path):
     started: list[StandinCrm] = []
 
@@ -176,9 +169,7 @@ def switches(tmp_path, monkeypatch):
 def registered(sw: RunningSwitch, number: str, made: list[Phone], answer: float | None = 200):
     """A phone registered as `number` that answers incoming calls with `answer` (None:
     rings and never answers)."""
-    p = Phone(user=number, password=EXTENSIONS[number][1], server=sw.server)
-    made.append(p)
-    assert p.register() == 200
+    p = e2e.registered(sw, number, made)
     p.auto_answer(answer)
     return p
 
@@ -211,6 +202,26 @@ def finish(sw: RunningSwitch, caller: Phone, call: str, callee: Phone, inbound: 
 def callee_legs(sw: RunningSwitch, rec: dict) -> list[tuple[str, str]]:
     legs = sorted(sw.legs(rec["id"]), key=lambda leg: leg["started"])
     return [(leg["party"], leg["result"]) for leg in legs if leg["role"] == "callee"]
+
+
+def reaches_fallback(
+    sw: RunningSwitch, made: list[Phone], passed_over: str, fallback: str
+) -> float:
+    """103 dials 100 and gets to the fallback block, whose 101 answers (ringing together
+    with the rest of `fallback`, e.g. "101,105"); `passed_over`, registered too, never
+    rings. Returns the seconds from dialling until 101 rang."""
+    customer = registered(sw, "103", made)
+    skipped = registered(sw, passed_over, made)
+    first = registered(sw, "101", made)
+    started = time.monotonic()
+    call = customer.call("100")
+    inbound = first.wait_incoming()
+    waited = time.monotonic() - started
+    first.wait_state(inbound, "confirmed")
+    rec = finish(sw, customer, call, first, inbound)
+    assert callee_legs(sw, rec) == [(fallback, "answered")]
+    assert not skipped.incoming
+    return waited
 
 
 # -- taxi ------------------------------------------------------------------------------
@@ -248,15 +259,7 @@ def test_taxi_caller_without_an_order_reaches_the_dispatcher(tmp_path, made, crm
 
 def test_taxi_crm_down_sends_the_caller_to_the_dispatcher(tmp_path, made, switches):
     sw = switches("taxi", f"http://127.0.0.1:{free_port()}")  # nothing listens there
-    customer = registered(sw, "103", made)
-    driver = registered(sw, "104", made)
-    dispatcher = registered(sw, "101", made)
-    call = customer.call("100")
-    inbound = dispatcher.wait_incoming()
-    dispatcher.wait_state(inbound, "confirmed")
-    rec = finish(sw, customer, call, dispatcher, inbound)
-    assert callee_legs(sw, rec) == [("101,102", "answered")]
-    assert not driver.incoming
+    reaches_fallback(sw, made, passed_over="104", fallback="101,102")  # the dispatchers
     assert "CRM unavailable" in sw.log_text()
 
 
@@ -276,18 +279,8 @@ def test_manager_customer_reaches_their_manager(tmp_path, made, crms, switches):
 
 def test_manager_slow_crm_sends_the_caller_to_the_group(tmp_path, made, crms, switches):
     sw = switches("manager", crms("--quiet", "--delay", "6").url)  # the flow waits 1.5 s
-    customer = registered(sw, "103", made)
-    manager = registered(sw, "102", made)
-    group = registered(sw, "101", made)
-    started = time.monotonic()
-    call = customer.call("100")
-    inbound = group.wait_incoming()
-    waited = time.monotonic() - started
+    waited = reaches_fallback(sw, made, passed_over="102", fallback="101,105")  # the group
     assert 1.4 < waited < 5.0, waited  # the timeout, not the CRM's late answer
-    group.wait_state(inbound, "confirmed")
-    rec = finish(sw, customer, call, group, inbound)
-    assert callee_legs(sw, rec) == [("101,105", "answered")]
-    assert not manager.incoming
     assert "within 1.5 s" in sw.log_text()
 
 
@@ -295,15 +288,7 @@ def test_manager_crm_error_sends_the_caller_to_the_group(tmp_path, made, crms, s
     crm = crms("--quiet")
     sw = switches("manager", crm.url)
     crm.control(status=500)  # broken while the switch runs
-    customer = registered(sw, "103", made)
-    manager = registered(sw, "102", made)
-    group = registered(sw, "101", made)
-    call = customer.call("100")
-    inbound = group.wait_incoming()
-    group.wait_state(inbound, "confirmed")
-    rec = finish(sw, customer, call, group, inbound)
-    assert callee_legs(sw, rec) == [("101,105", "answered")]
-    assert not manager.incoming
+    reaches_fallback(sw, made, passed_over="102", fallback="101,105")  # the group
     assert "HTTP 500" in sw.log_text()
 
 

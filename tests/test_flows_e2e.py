@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.audio import dominant_frequency, make_tone
+from tests.support.e2e import registered
 from tests.support.phone import Phone, wait_until
-from tests.switch import EXTENSIONS, RunningSwitch
+from tests.switch import RunningSwitch
 
 GREET, INVALID, BYE, CLOSED = 600.0, 1200.0, 300.0, 1500.0
 
@@ -62,13 +63,6 @@ def start(tmp: Path, extra: str, **kw) -> RunningSwitch:
     return RunningSwitch(tmp, extra, entry='"main"', entry_number='"100"', **kw)
 
 
-def registered(sw: RunningSwitch, number: str, made: list[Phone]) -> Phone:
-    p = Phone(user=number, password=EXTENSIONS[number][1], server=sw.server)
-    made.append(p)
-    assert p.register() == 200
-    return p
-
-
 def record_for(phone: Phone, call: str, path: Path, seconds: float) -> str:
     phone.start_recording(call, str(path))
     time.sleep(seconds)  # the length of the recording
@@ -78,14 +72,6 @@ def record_for(phone: Phone, call: str, path: Path, seconds: float) -> str:
 
 def near(freq: float, want: float) -> bool:
     return abs(freq - want) < 20
-
-
-@pytest.fixture
-def made():
-    phones: list[Phone] = []
-    yield phones
-    for p in phones:
-        p.close()
 
 
 def test_menu_option_reaches_the_department_with_audio(tmp_path, made):

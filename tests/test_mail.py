@@ -84,18 +84,6 @@ def server():
     srv.stop()
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def store(data_dir: Path):
-    s = Store(data_dir / "softswitch.db")
-    yield s
-    s.close()
-
-
 def smtp_for(srv: Server, **kw) -> SmtpConfig:
     return SmtpConfig(host="127.0.0.1", port=srv.port, sender="pbx@office.example", **kw)
 

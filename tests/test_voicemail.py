@@ -40,18 +40,6 @@ def make_wav(path: Path, seconds: float = 1.5, rate: int = 8000) -> bytes:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def store(data_dir: Path):
-    s = Store(data_dir / "softswitch.db")
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def recording(tmp_path: Path) -> Path:
     rec = tmp_path / "rec" / "leg-1.wav"
     rec.parent.mkdir()
