@@ -8,7 +8,7 @@ How a key press is recognised:
 - The audio is cut into windows of 20 ms (160 samples at 8 kHz) every 10 ms. For each
   window the amplitude of the eight DTMF frequencies is measured by correlating with a
   complex exponential at the exact frequency (the Goertzel magnitude, computed for all
-  windows of a frame with one matrix product instead of a per-sample Python loop).
+  windows of a chunk with one matrix product instead of a per-sample Python loop).
 - A window is a *hit* for a key when the strongest low-group tone and the strongest
   high-group tone are each at least ``min_level`` loud, dominate the other tones of
   their group by ``min_peak_ratio_db``, their level difference (twist) is within
@@ -64,29 +64,47 @@ class DetectorParams:
 
 
 class DtmfDetector:
-    """Streaming detector: ``feed`` audio in any chunk size, get the new digits back."""
+    """Streaming detector: ``feed`` audio in any chunk size, get the new digits back.
+
+    Cost matters more than elegance here: in the worker this runs every ~100 ms per leg
+    next to pjsua2's callbacks, and on a mostly idle process every numpy call starts
+    cold (tens of microseconds each). So each window is cut into ``window / hop``
+    blocks of one hop, every block is projected onto the eight frequencies once (one
+    matrix product for the whole chunk), a window's projection is the sum of its
+    blocks' parts, and the few per-window decisions run in plain Python on short lists.
+    """
 
     def __init__(self, rate: int = 8000, params: DetectorParams | None = None):
         self.rate = rate
         self.p = params or DetectorParams()
         self.window = int(round(rate * self.p.window_ms / 1000.0))
         self.hop = int(round(rate * self.p.hop_ms / 1000.0))
-        if not 0 < self.hop <= self.window:
-            raise ValueError("need 0 < hop <= window")
+        if not 0 < self.hop <= self.window or self.window % self.hop:
+            raise ValueError("the window must be a whole number of hops")
+        self.parts = self.window // self.hop
         n = np.arange(self.window)
         freqs = np.array(LOW_FREQS + HIGH_FREQS)
         phase = 2.0 * np.pi * np.outer(freqs, n) / rate
-        # (window, 16): cosines then sines of the eight frequencies.
-        self.basis = np.concatenate([np.cos(phase), np.sin(phase)]).T.copy()
-        self.min_peak_ratio = 10.0 ** (-self.p.min_peak_ratio_db / 20.0)
-        self.normal_twist = 10.0 ** (-self.p.max_normal_twist_db / 20.0)
-        self.reverse_twist = 10.0 ** (self.p.max_reverse_twist_db / 20.0)
-        self.buf = np.zeros(0, dtype=np.float64)
+        basis = np.concatenate([np.cos(phase), np.sin(phase)]).T  # (window, 16)
+        # (hop, 16 * parts): columns 16k..16k+15 project a block as the window's k-th.
+        self.basis = np.concatenate(
+            [basis[k * self.hop : (k + 1) * self.hop] for k in range(self.parts)], axis=1
+        )
+        # Thresholds on the squared projections |sum x e^-jwn|^2 = (A * window / 2)^2.
+        half = self.window / 2.0
+        self.min_sq = (self.p.min_level * half) ** 2
+        self.peak_sq = 10.0 ** (-self.p.min_peak_ratio_db / 10.0)
+        self.normal_sq = 10.0 ** (-self.p.max_normal_twist_db / 10.0)
+        self.reverse_sq = 10.0 ** (self.p.max_reverse_twist_db / 10.0)
+        # tone energy = (A_lo^2 + A_hi^2) * window / 2 = (sq_lo + sq_hi) * 2 / window
+        self.ratio = self.p.min_tone_ratio * self.window / 2.0
         self.reset()
 
     def reset(self) -> None:
         """Forget buffered audio and any key in progress."""
-        self.buf = np.zeros(0, dtype=np.float64)
+        self.pending = np.zeros(0, dtype=np.float64)
+        self.carry_proj = np.zeros((0, 16 * self.parts))  # last parts-1 blocks
+        self.carry_energy = np.zeros(0)
         self.candidate = ""  # key seen in the latest hits
         self.run = 0  # consecutive hits of `candidate`
         self.current = ""  # key reported and not yet released
@@ -94,42 +112,56 @@ class DtmfDetector:
 
     def feed_pcm16(self, data: bytes) -> list[str]:
         """Feed little-endian signed 16-bit mono PCM."""
-        return self.feed(np.frombuffer(data, dtype="<i2").astype(np.float64) / 32768.0)
+        return self.feed(np.frombuffer(data, dtype="<i2") * (1.0 / 32768.0))
 
     def feed(self, samples: np.ndarray) -> list[str]:
         """Feed float samples (full scale 1.0); returns the keys newly pressed."""
-        buf = np.concatenate([self.buf, np.asarray(samples, dtype=np.float64)])
-        if len(buf) < self.window:
-            self.buf = buf
+        x = np.asarray(samples, dtype=np.float64)
+        if self.pending.size:
+            x = np.concatenate([self.pending, x])
+        m = len(x) // self.hop
+        if m == 0:
+            self.pending = x
             return []
-        count = (len(buf) - self.window) // self.hop + 1
-        windows = np.lib.stride_tricks.sliding_window_view(buf, self.window)[:: self.hop][:count]
-        self.buf = buf[count * self.hop :].copy()
-        keys = self.classify(windows)
+        blocks = x[: m * self.hop].reshape(m, self.hop)
+        self.pending = x[m * self.hop :].copy()
+        proj = np.concatenate([self.carry_proj, blocks @ self.basis])
+        energy = np.concatenate([self.carry_energy, np.einsum("ij,ij->i", blocks, blocks)])
+        keep = self.parts - 1
+        self.carry_proj = proj[len(proj) - keep :]
+        self.carry_energy = energy[len(energy) - keep :]
+        count = len(proj) - keep
+        if count <= 0:
+            return []
+        win = proj[:count, :16].copy()
+        win_energy = energy[:count].copy()
+        for k in range(1, self.parts):
+            win += proj[k : k + count, 16 * k : 16 * (k + 1)]
+            win_energy += energy[k : k + count]
+        win *= win
+        power = win[:, :8] + win[:, 8:]
         out: list[str] = []
-        for key in keys:
-            digit = self.step(key)
+        for sq, e in zip(power.tolist(), win_energy.tolist(), strict=True):
+            digit = self.step(self.decide(sq, e))
             if digit:
                 out.append(digit)
         return out
 
-    def classify(self, windows: np.ndarray) -> list[str]:
-        """The key each window (rows of ``windows``) is a hit for, or ``""``."""
-        proj = windows @ self.basis  # (k, 16)
-        amp = (2.0 / self.window) * np.hypot(proj[:, :8], proj[:, 8:])  # (k, 8)
-        energy = np.einsum("ij,ij->i", windows, windows)
-        low, high = amp[:, :4], amp[:, 4:]
-        li, hi = low.argmax(axis=1), high.argmax(axis=1)
-        rows = np.arange(len(windows))
-        lo_peak, hi_peak = low[rows, li], high[rows, hi]
-        low_sorted, high_sorted = np.sort(low, axis=1), np.sort(high, axis=1)
-        ok = (lo_peak >= self.p.min_level) & (hi_peak >= self.p.min_level)
-        ok &= low_sorted[:, -2] <= lo_peak * self.min_peak_ratio
-        ok &= high_sorted[:, -2] <= hi_peak * self.min_peak_ratio
-        ok &= (hi_peak >= lo_peak * self.normal_twist) & (hi_peak <= lo_peak * self.reverse_twist)
-        tone_energy = (lo_peak**2 + hi_peak**2) * (self.window / 2.0)
-        ok &= tone_energy >= self.p.min_tone_ratio * np.maximum(energy, 1e-12)
-        return [KEYS[li[i]][hi[i]] if ok[i] else "" for i in range(len(windows))]
+    def decide(self, sq: list[float], energy: float) -> str:
+        """The key one window is a hit for (``sq``: squared projections), or ``""``."""
+        lo = max(range(4), key=sq.__getitem__)
+        hi = 4 + max(range(4), key=lambda i: sq[4 + i])
+        s_lo, s_hi = sq[lo], sq[hi]
+        if s_lo < self.min_sq or s_hi < self.min_sq:
+            return ""
+        if not self.normal_sq * s_lo <= s_hi <= self.reverse_sq * s_lo:
+            return ""
+        if (s_lo + s_hi) < self.ratio * energy:
+            return ""
+        for i in range(8):
+            if i != lo and i != hi and sq[i] > self.peak_sq * (s_lo if i < 4 else s_hi):
+                return ""
+        return KEYS[lo][hi - 4]
 
     def step(self, key: str) -> str:
         """Advance the press/release state machine by one window; a new digit or ``""``."""
