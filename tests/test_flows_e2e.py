@@ -309,3 +309,75 @@ email = ["boss@softswitch.test"]
 def _outbox(sw: RunningSwitch) -> list[dict]:
     with sw.db() as db:
         return [dict(r) for r in db.execute("SELECT * FROM outbox")]
+
+
+def test_menu_understands_in_band_dtmf(tmp_path, made):
+    """A phone that sends its key presses only as tones in the audio (like some trunks):
+    the switch detects them while the menu waits for a digit."""
+    import soundfile as sf
+
+    from tests.support.audio import dtmf_samples
+
+    t = tones(tmp_path)
+    sw = start(tmp_path, menu_config(t))
+    try:
+        caller = registered(sw, "103", made)
+        support = registered(sw, "102", made)
+        support.auto_answer(200)
+        keys = str(tmp_path / "press-2.wav")
+        sf.write(keys, dtmf_samples("2", on_seconds=0.12, off_seconds=0.3), 8000, subtype="PCM_16")
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        time.sleep(0.5)  # let the menu start waiting (detection is on while it waits)
+        caller.play_file(call, keys, loop=False)
+        inbound = support.wait_incoming(timeout=15)
+        support.wait_state(inbound, "confirmed")
+        caller.hangup(call)
+        (rec,) = sw.wait_for_call_closed(1)
+        assert rec["result"] == "answered"
+    finally:
+        sw.stop()
+
+
+HOLD_FLOW = """
+import asyncio
+
+from softswitch import Call
+
+
+async def flow(call: Call):
+    await call.music("{music}")
+    await call.wait(asyncio.sleep(1.5))
+    await call.play("{announce}")  # interrupts the music; it comes back by itself
+    await call.wait(asyncio.sleep(30))
+    return ""
+"""
+
+
+def test_hold_music_with_an_announcement_that_interrupts_it(tmp_path, made):
+    music = make_tone(str(tmp_path / "music.wav"), 700.0, 2.0)
+    announce = make_tone(str(tmp_path / "announce.wav"), 1500.0, 2.5)
+    (tmp_path / "holdflow.py").write_text(HOLD_FLOW.format(music=music, announce=announce))
+    extra = """
+[block.main]
+type = "script"
+function = "holdflow:flow"
+"""
+    sw = start(tmp_path, extra)
+    try:
+        caller = registered(sw, "103", made)
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        heard = record_for(caller, call, tmp_path / "heard-music.wav", 1.0)
+        assert near(dominant_frequency(heard, skip_seconds=0.3), 700)
+        time.sleep(1.0)  # into the announcement (it starts 1.5 s after the music)
+        heard = record_for(caller, call, tmp_path / "heard-announce.wav", 0.8)
+        assert near(dominant_frequency(heard, skip_seconds=0.2), 1500)
+        time.sleep(1.6)  # the announcement is over: the music is back
+        heard = record_for(caller, call, tmp_path / "heard-music-again.wav", 1.0)
+        assert near(dominant_frequency(heard, skip_seconds=0.3), 700)
+        caller.hangup(call)
+        (rec,) = sw.wait_for_call_closed(1)
+        assert rec["result"] == "abandoned"
+    finally:
+        sw.stop()
