@@ -63,12 +63,6 @@ async def _reap(process: subprocess.Popen) -> int:
     return await asyncio.to_thread(process.wait)
 
 
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 class Pool:
     def __init__(
         self,
@@ -145,7 +139,7 @@ class Pool:
             return None
         w = Worker(
             slot=slot,
-            sip_port=free_udp_port(),
+            sip_port=0,  # the worker binds a free port and reports it in hello
             rtp_port=self.rtp_min + slot * self.rtp_span,
             rtp_count=self.rtp_span,
         )
@@ -190,14 +184,6 @@ class Pool:
                 )
             child.close()
             reader, w.writer = await asyncio.open_unix_connection(sock=parent)
-            log.info(
-                "media worker %s started (pid %s, sip 127.0.0.1:%s, rtp %s-%s)",
-                w.slot,
-                w.pid,
-                w.sip_port,
-                w.rtp_port,
-                w.rtp_port + w.rtp_count - 1,
-            )
             await self._read(w, reader)
         except Exception:
             log.exception("media worker %s failed", w.slot)
@@ -219,6 +205,10 @@ class Pool:
                 continue
             event = msg.get("event")
             if event == "hello":
+                w.sip_port = int(msg.get("sip_port") or w.sip_port)
+                log.info("media worker %s ready (pid %s, sip 127.0.0.1:%s, rtp %s-%s)",
+                         w.slot, w.pid, w.sip_port, w.rtp_port,
+                         w.rtp_port + w.rtp_count - 1)
                 if not w.ready.is_set():
                     self._spawning -= 1
                 w.ready.set()

@@ -529,10 +529,13 @@ class Worker:
         tcfg.port = a.sip_port
         tcfg.boundAddress = "127.0.0.1"
         tid = self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+        # --sip-port 0: the OS picks a free port when the socket is bound (no window
+        # in which another process can take a port chosen beforehand); hello reports it.
+        self.sip_port = int(str(self.ep.transportGetInfo(tid).localName).rsplit(":", 1)[1])
         self.ep.libStart()
 
         acfg = pj.AccountConfig()
-        acfg.idUri = f"sip:worker{self.worker_id}@127.0.0.1:{a.sip_port}"
+        acfg.idUri = f"sip:worker{self.worker_id}@127.0.0.1:{self.sip_port}"
         acfg.sipConfig.proxies.append(f"sip:{self.edge};lr")
         acfg.sipConfig.transportId = tid
         acfg.regConfig.registerOnAdd = False
@@ -1110,7 +1113,7 @@ class Worker:
             {
                 "event": "hello",
                 "worker": self.worker_id,
-                "sip_port": self.args.sip_port,
+                "sip_port": self.sip_port,
                 "max_legs": MAX_LEGS,
             }
         )
