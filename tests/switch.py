@@ -102,8 +102,13 @@ def wait_until_ready(
 
 
 class RunningSwitch:
-    def __init__(self, tmp: Path, extra: str = "", **switch: object) -> None:
+    def __init__(
+        self, tmp: Path, extra: str = "", argv: list[str] | None = None, **switch: object
+    ) -> None:
+        """`argv`: how to start it (default `python -m softswitch run --config F`);
+        "{config}" in it stands for the generated config file."""
         self.tmp = tmp
+        self.argv = argv or ["-m", "softswitch", "run", "--config", "{config}"]
         self.port = free_port()
         self.data_dir = tmp / "data"
         self.config = tmp / "switch.toml"
@@ -120,7 +125,7 @@ class RunningSwitch:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         log = open(self.tmp / "switch.log", "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "softswitch", "run", "--config", str(self.config)],
+            [sys.executable, *(a.replace("{config}", str(self.config)) for a in self.argv)],
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,

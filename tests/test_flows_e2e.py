@@ -381,3 +381,57 @@ function = "holdflow:flow"
         assert rec["result"] == "abandoned"
     finally:
         sw.stop()
+
+
+SWITCH_SCRIPT = """
+import sys
+
+from softswitch import Call, Switch
+
+switch = Switch.from_config(sys.argv[1])
+
+
+@switch.flow()
+async def greet(call: Call) -> str:
+    await call.play("{greeting}")
+    return "team"          # continue at a block of the config
+
+
+switch.run()
+"""
+
+
+def test_a_python_script_runs_the_switch_with_its_own_flow(tmp_path, made):
+    """`Switch.from_config` + `@switch.flow()` + `switch.run()`: the script's flow is
+    found by the config's script block (as "__main__:greet") without any import."""
+    t = tones(tmp_path)
+    script = tmp_path / "office.py"
+    script.write_text(SWITCH_SCRIPT.format(greeting=t["greet"]))
+    extra = """
+[block.main]
+type = "script"
+function = "__main__:greet"
+
+[block.team]
+type = "dial"
+targets = ["101"]
+timeout = 10
+"""
+    sw = RunningSwitch(
+        tmp_path, extra, argv=[str(script), "{config}"], entry='"main"', entry_number='"100"'
+    )
+    try:
+        caller = registered(sw, "103", made)
+        team = registered(sw, "101", made)
+        team.auto_answer(200, delay=1.0)
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        heard = record_for(caller, call, tmp_path / "heard-greeting.wav", 1.0)
+        assert near(dominant_frequency(heard, skip_seconds=0.3), GREET)
+        inbound = team.wait_incoming()
+        team.wait_state(inbound, "confirmed")
+        caller.hangup(call)
+        (rec,) = sw.wait_for_call_closed(1)
+        assert rec["result"] == "answered"
+    finally:
+        sw.stop()
