@@ -74,7 +74,8 @@ def near(freq: float, want: float) -> bool:
     return abs(freq - want) < 20
 
 
-def test_menu_option_reaches_the_department_with_audio(tmp_path, made):
+@pytest.mark.parametrize("method", ["rfc2833", "info"])
+def test_menu_option_reaches_the_department_with_audio(tmp_path, made, method):
     t = tones(tmp_path)
     sw = start(tmp_path, menu_config(t))
     try:
@@ -85,7 +86,7 @@ def test_menu_option_reaches_the_department_with_audio(tmp_path, made):
         caller.wait_state(call, "confirmed")  # the switch answers to play the greeting
         heard = record_for(caller, call, tmp_path / "greeting.wav", 1.2)
         assert near(dominant_frequency(heard, skip_seconds=0.3), GREET)
-        caller.send_dtmf(call, "2")
+        caller.send_dtmf(call, "2", method=method)
         inbound = support.wait_incoming()
         support.wait_state(inbound, "confirmed")
         assert "103" in support.info(inbound)["from"]  # the caller's number is shown

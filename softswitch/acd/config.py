@@ -7,7 +7,7 @@ docs/acd.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 STRATEGIES = ("ring-all", "round-robin", "longest-idle", "fewest-calls", "linear", "random")
 
@@ -95,4 +95,4 @@ class AcdConfig:
             raise ValueError("acd: aht_alpha must be in (0, 1]")
 
 
-__all__ = ["STRATEGIES", "AcdConfig", "QueueConfig", "field"]
+__all__ = ["STRATEGIES", "AcdConfig", "QueueConfig"]
