@@ -869,3 +869,33 @@ def test_random_event_storm_keeps_the_invariants(strategy: str, ring_new_free: b
         assert ringing == {(c.id, a) for c in acd._callers.values() for a in c.branches}
     assert n > 300
     assert sum(ends.values()) > 300
+
+
+def test_small_paths() -> None:
+    desk = Desk(q(announce_every=10, answer_timeout=None), agents=("boss",))
+    acd = desk.acd
+    assert acd.queues == ("q",)
+    assert acd.agent_view("boss").status == "logged_out"
+    assert acd.agent_view("boss").queues == ()
+    assert acd.caller_view("nobody") is None
+    desk.ev(CallerJoined("c1", "q"), at=0)
+    view = acd.caller_view("c1")
+    assert (view.state, view.position, view.ringing) == ("waiting", 1, ())
+    # the integration ran its timer late: one announcement, and the next 10 s later
+    out = acd.on_timer(35)
+    assert cmds(out) == [Announce("c1", "q", 1, None)]
+    assert acd.next_timer() == 45
+    # CallEnded(by="caller") for a waiting caller is an abandon
+    desk.ev(CallEnded("c1", "caller"), at=40)
+    assert [r.caller for r in desk.records("abandoned")] == ["c1"]
+
+
+def test_the_memory_of_ended_callers_is_bounded() -> None:
+    acd = Acd(AcdConfig(queues=(q(),), remember_ended=2))
+    for i in range(4):
+        acd.handle(CallerJoined(f"c{i}", "q"), i)
+        acd.handle(CallerLeft(f"c{i}"), i)
+    late = [r for r in acd.handle(BranchAnswered("c0", "a"), 9) if isinstance(r, QueueEvent)]
+    assert late[0].queue is None  # forgotten
+    late = [r for r in acd.handle(BranchAnswered("c3", "a"), 9) if isinstance(r, QueueEvent)]
+    assert late[0].queue == "q"
