@@ -70,8 +70,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     noun = "extension" if n == 1 else "extensions"
     flows = ""
     if config.blocks:
-        flows = (f", {len(config.blocks)} blocks: calls to {config.switch.entry_number} "
-                 f"start at {config.switch.entry}")
+        flows = (
+            f", {len(config.blocks)} blocks: calls to {config.switch.entry_number} "
+            f"start at {config.switch.entry}"
+        )
     _print(f"{file}: OK — {n} {noun}, listening on {listening}{flows}")
     return 0
 

@@ -63,8 +63,9 @@ def load_secret(data_dir: Path) -> bytes:
 
 
 class Coordinator:
-    def __init__(self, config: Config, clock=time.time,
-                 scripts: dict[str, ScriptFlow] | None = None) -> None:
+    def __init__(
+        self, config: Config, clock=time.time, scripts: dict[str, ScriptFlow] | None = None
+    ) -> None:
         self.config = config
         self.clock = clock
         sw = config.switch
@@ -157,12 +158,25 @@ class Coordinator:
     async def _save_voicemail(self, call: Call, block: VoicemailBlock, rec: Recording) -> int:
         assert self.store is not None and self.mailer is not None
         voicemail_id = await save_voicemail_async(
-            self.store, self.data_dir, block.box or block.name, call.caller, call.caller_name,
-            call.call_id, rec.path, rec.seconds, self.clock(), list(block.email),
+            self.store,
+            self.data_dir,
+            block.box or block.name,
+            call.caller,
+            call.caller_name,
+            call.call_id,
+            rec.path,
+            rec.seconds,
+            self.clock(),
+            list(block.email),
             tz=self.config.switch.timezone,
         )
-        log.info("voicemail %d for box %s from %s (%.1f s)", voicemail_id,
-                 block.box or block.name, call.caller, rec.seconds)
+        log.info(
+            "voicemail %d for box %s from %s (%.1f s)",
+            voicemail_id,
+            block.box or block.name,
+            call.caller,
+            rec.seconds,
+        )
         self.mailer.notify()
         return voicemail_id
 
@@ -358,8 +372,9 @@ class Coordinator:
         ring_timeout = request.headers.get("X-Ring-Timeout")
         return Fork(
             targets=targets,
-            ring_timeout=float(ring_timeout) if ring_timeout else float(
-                self.config.switch.ring_timeout),
+            ring_timeout=float(ring_timeout)
+            if ring_timeout
+            else float(self.config.switch.ring_timeout),
             from_header=request.headers.get("X-From"),
             context=call,
         )
@@ -384,9 +399,11 @@ class Coordinator:
         if code < 300:
             return
         if isinstance(context, FlowSession) and context.call is None:
-            context._close("cancelled" if code == 487 else "failed",
-                           "caller hung up before answer" if code == 487 else f"SIP {code}",
-                           code)
+            context._close(
+                "cancelled" if code == 487 else "failed",
+                "caller hung up before answer" if code == 487 else f"SIP {code}",
+                code,
+            )
             return
         if not isinstance(context, ExtensionCall):
             return

@@ -179,8 +179,11 @@ class Pool:
                 # Plain Popen, reaped by our own waits: asyncio's child watcher reports
                 # "unknown child" when subprocess' cleanup reaps a worker first.
                 w.process = subprocess.Popen(
-                    args, pass_fds=[child.fileno()], stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL, stderr=err,
+                    args,
+                    pass_fds=[child.fileno()],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
                 )
             child.close()
             reader, w.writer = await asyncio.open_unix_connection(sock=parent)
@@ -206,9 +209,14 @@ class Pool:
             event = msg.get("event")
             if event == "hello":
                 w.sip_port = int(msg.get("sip_port") or w.sip_port)
-                log.info("media worker %s ready (pid %s, sip 127.0.0.1:%s, rtp %s-%s)",
-                         w.slot, w.pid, w.sip_port, w.rtp_port,
-                         w.rtp_port + w.rtp_count - 1)
+                log.info(
+                    "media worker %s ready (pid %s, sip 127.0.0.1:%s, rtp %s-%s)",
+                    w.slot,
+                    w.pid,
+                    w.sip_port,
+                    w.rtp_port,
+                    w.rtp_port + w.rtp_count - 1,
+                )
                 if not w.ready.is_set():
                     self._spawning -= 1
                 w.ready.set()
@@ -352,10 +360,20 @@ class Pool:
         reply = await self.request(w, cmd)
         if reply.get("ok") or not w.alive:
             return  # a dead worker's calls are failed by on_death
-        log.warning("worker %s could not originate %s: %s", w.slot, cmd.get("leg"),
-                    reply.get("error"))
-        self.on_event(w, {"event": "state", "leg": cmd.get("leg"), "state": "disconnected",
-                          "code": 503, "reason": str(reply.get("error")), "cause": "local"})
+        log.warning(
+            "worker %s could not originate %s: %s", w.slot, cmd.get("leg"), reply.get("error")
+        )
+        self.on_event(
+            w,
+            {
+                "event": "state",
+                "leg": cmd.get("leg"),
+                "state": "disconnected",
+                "code": 503,
+                "reason": str(reply.get("error")),
+                "cause": "local",
+            },
+        )
 
     async def request(self, w: Worker, cmd: dict, timeout: float = 5.0) -> dict:
         """Send a command and wait for its reply."""

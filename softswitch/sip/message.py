@@ -110,8 +110,3 @@ def make_response(
         resp.headers.add(key, value)
     resp.headers.set("Content-Length", str(len(body)))
     return resp
-
-
-def top_via_branch(msg: Request | Response) -> str:
-    vias = msg.via
-    return vias[0].parameters.get("branch", "") if vias else ""

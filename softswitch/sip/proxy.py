@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from sipmessage import URI, Address, Message, Request, Response, Via
 
-from softswitch.sip.message import Peer, apply_received, make_response, new_tag
+from softswitch.sip.message import Peer, apply_received, make_response
 from softswitch.sip.routing import (
     BranchRecord,
     Fork,
@@ -612,11 +612,6 @@ class Edge:
             b.timed_out = True
             self._cancel_branch(b)
 
-    def cancel_branch_for(self, txn: InviteTxn, label: str) -> None:
-        for b in txn.branches:
-            if b.record.label == label and b.state in ("calling", "proceeding"):
-                self._cancel_branch(b)
-
     def _cancel_branch(self, b: Branch) -> None:
         if b.cancelled or b.state not in ("calling", "proceeding"):
             return
@@ -972,12 +967,3 @@ class Edge:
         for key in request.headers.keys():
             fwd.headers.setlist(key, list(request.headers.getlist(key)))
         return fwd
-
-    def transaction_for(self, context: object) -> InviteTxn | None:
-        for txn in self.txns.values():
-            if txn.context is context:
-                return txn
-        return None
-
-    def new_call_tag(self) -> str:
-        return new_tag()

@@ -237,10 +237,6 @@ class Transports:
                     return listener
         return None
 
-    def has_connection(self, host: str, port: int) -> bool:
-        return (host, port) in self._tcp
-
-    # -- internals ------------------------------------------------------------------------
     def _deliver(self, data: bytes, peer: Peer) -> None:
         try:
             self.on_message(data, peer)

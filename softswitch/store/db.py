@@ -148,12 +148,6 @@ class Store:
             "SELECT * FROM legs WHERE call_id = ? ORDER BY started", (call_id,)
         ).fetchall()
 
-    def recent_calls(self, limit: int = 50) -> list[sqlite3.Row]:
-        return self.db.execute(
-            "SELECT * FROM calls ORDER BY started DESC LIMIT ?", (limit,)
-        ).fetchall()
-
-    # -- registrar bindings -------------------------------------------------------------
     def save_binding(self, b: Binding) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO bindings (aor, contact, expires, transport, source_host, "
