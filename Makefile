@@ -29,12 +29,12 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check softswitch tests bench
-	$(VENV)/bin/ruff format --check softswitch tests bench
+	$(VENV)/bin/ruff check softswitch tests bench examples
+	$(VENV)/bin/ruff format --check softswitch tests bench examples
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format softswitch tests bench
-	$(VENV)/bin/ruff check --fix softswitch tests bench
+	$(VENV)/bin/ruff format softswitch tests bench examples
+	$(VENV)/bin/ruff check --fix softswitch tests bench examples
 
 clean:
 	rm -rf $(VENV) build *.egg-info
