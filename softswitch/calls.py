@@ -87,6 +87,7 @@ class ExtensionCall:
     ended_by: str | None = None  # caller / callee / switch
     fork_result: str | None = None  # from the edge: busy / no-answer / ...
     closed: bool = False
+    lost_media: bool = False  # the side that ended it stopped sending RTP
     outcome: tuple[str, str, int | None] | None = None
 
     def __post_init__(self) -> None:
@@ -143,8 +144,9 @@ class ExtensionCall:
         elif state == "disconnected" and self.a_state != "ended":
             was_answered = self.a_state == "confirmed"
             self.a_state = "ended"
-            if cause == "remote" and self.ended_by is None:
+            if cause in ("remote", "media-timeout") and self.ended_by is None:
                 self.ended_by = "caller"
+                self.lost_media = cause == "media-timeout"
             result = (
                 "answered"
                 if was_answered
@@ -154,7 +156,7 @@ class ExtensionCall:
                 LegClosed(
                     self.leg_a,
                     result,
-                    f"{self.ended_by or 'switch'} hung up" if was_answered else self._why(result),
+                    self._hangup_cause() if was_answered else self._why(result),
                     code,
                     stats,
                 )
@@ -192,14 +194,11 @@ class ExtensionCall:
         elif state == "disconnected":
             was_answered = self.b_state == "confirmed"
             self.b_state = "ended"
-            if cause == "remote" and self.ended_by is None:
+            if cause in ("remote", "media-timeout") and self.ended_by is None:
                 self.ended_by = "callee"
+                self.lost_media = cause == "media-timeout"
             if was_answered:
-                actions.append(
-                    LegClosed(
-                        self.leg_b, "answered", f"{self.ended_by or 'switch'} hung up", code, stats
-                    )
-                )
+                actions.append(LegClosed(self.leg_b, "answered", self._hangup_cause(), code, stats))
             else:
                 relay, result = FAILURES.get(code or 0, (480, "unavailable"))
                 if self.fork_result in ("busy", "no-answer", "unavailable", "rejected"):
@@ -229,6 +228,11 @@ class ExtensionCall:
             ]
         return []
 
+    def _hangup_cause(self) -> str:
+        if self.lost_media:
+            return f"no audio from the {self.ended_by} (media timeout)"
+        return f"{self.ended_by or 'switch'} hung up"
+
     def _why(self, result: str) -> str:
         return {
             "busy": f"{self.callee} busy",
@@ -244,7 +248,7 @@ class ExtensionCall:
         if self.a_state != "ended" or self.b_state not in ("ended", "new"):
             return []
         if self.bridged:
-            return self._close("answered", f"{self.ended_by or 'switch'} hung up", 200)
+            return self._close("answered", self._hangup_cause(), 200)
         result, cause, code = self.outcome or ("failed", "call failed", None)
         return self._close(result, cause, code)
 

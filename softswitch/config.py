@@ -1086,6 +1086,8 @@ SWITCH = Section(
         Field("default_expires", (int,), int_range(1),
               doc="registration time when the phone asks for none (s)"),
         Field("ring_timeout", (int,), int_range(5, 300), doc="seconds an extension rings"),
+        Field("media_timeout", (int,), int_range(0, 3600),
+              doc="seconds without RTP before an answered call is hung up (0 = off)"),
         Field("entry", (str,), check_entry,
               doc='block a call to entry_number starts at ("" = no call flows)'),
         Field("entry_number", (str,), check_entry_number,

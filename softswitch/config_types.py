@@ -40,6 +40,8 @@ class SwitchConfig:
     default_expires: int = 600
     # edge
     ring_timeout: int = 30  # seconds an extension rings before the call is no-answer
+    # an answered leg that has sent no RTP for this long is hung up (0 = off)
+    media_timeout: int = 60
     # call flows: calls to `entry_number` start at block `entry` ("" = no flows)
     entry: str = ""
     entry_number: str = "100"

@@ -150,6 +150,7 @@ class Coordinator:
             log_dir=self.data_dir / "logs",
             on_event=self._on_worker_event,
             on_death=self._on_worker_death,
+            media_timeout=float(sw.media_timeout),
         )
         await self.pool.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())

@@ -131,3 +131,16 @@ def test_worker_death_fails_open_legs_and_the_call():
     assert {(leg.leg, leg.result) for leg in legs} == {("c1-a", "failed"), ("c1-b", "failed")}
     assert closed(actions) == CallClosed("failed", "media worker died", None)
     assert call.on_worker_died() == []
+
+
+def test_callee_phone_that_stops_sending_audio_is_recorded_as_media_timeout():
+    call = new_call()
+    call.on_incoming(None)
+    call.on_state("c1-b", "confirmed", 200, None)
+    call.on_state("c1-a", "confirmed", 200, None)
+    actions = call.on_state("c1-b", "disconnected", 408, "media-timeout")
+    assert cmds(actions) == [{"cmd": "hangup", "leg": "c1-a", "code": 200}]
+    actions = call.on_state("c1-a", "disconnected", 200, "local")
+    assert closed(actions) == CallClosed(
+        "answered", "no audio from the callee (media timeout)", 200
+    )

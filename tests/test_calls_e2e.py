@@ -283,3 +283,35 @@ def _wait_gone(pid: int, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_a_phone_that_vanishes_mid_call_is_hung_up_by_media_timeout(tmp_path):
+    """The callee's phone dies (no BYE, no more RTP): after `media_timeout` seconds
+    without audio the switch ends the call, and the caller is not left in silence."""
+    from tests.switch import RunningSwitch
+
+    sw = RunningSwitch(tmp_path, media_timeout=3)
+    a = Phone(user="101", password=EXTENSIONS["101"][1], server=sw.server)
+    b = Phone(user="102", password=EXTENSIONS["102"][1], server=sw.server)
+    try:
+        assert a.register() == 200 and b.register() == 200
+        b.auto_answer(200)
+        call_a = a.call("102")
+        a.wait_state(call_a, "confirmed")
+        call_b = b.wait_incoming()
+        b.wait_state(call_b, "confirmed")
+        a.play_tone(call_a, 440)  # both phones send audio, as real phones do
+        b.play_tone(call_b, 880)
+        time.sleep(1.5)  # a little conversation
+        b.proc.kill()  # the phone is gone: no BYE, no RTP
+        b.proc.wait(5)
+        assert a.wait_state(call_a, "disconnected", timeout=20)["state"] == "disconnected"
+        (call,) = sw.wait_for_call_closed(1)
+        assert (call["result"], call["cause"]) == (
+            "answered",
+            "no audio from the callee (media timeout)",
+        )
+    finally:
+        a.close()
+        b.close()
+        sw.stop()

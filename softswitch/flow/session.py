@@ -172,7 +172,10 @@ class FlowSession:
             self.leg_a,
             ended=self.deps.clock(),
             result="answered" if self.call.answered else "cancelled",
-            cause="caller hung up" if msg.get("cause") == "remote" else "switch hung up",
+            cause={
+                "remote": "caller hung up",
+                "media-timeout": "no audio from the caller (media timeout)",
+            }.get(str(msg.get("cause")), "switch hung up"),
             sip_code=msg.get("code"),
             rx_packets=stats.get("rx_packets"),
             rx_lost=stats.get("rx_lost"),

@@ -77,6 +77,7 @@ class Pool:
         on_event: OnEvent,
         on_death: OnDeath,
         spare_pairs: int = 2,
+        media_timeout: float = 0.0,
     ) -> None:
         self.edge_port = edge_port
         self.public_address = public_address
@@ -86,6 +87,7 @@ class Pool:
         self.on_event = on_event
         self.on_death = on_death
         self.spare_pairs = spare_pairs
+        self.media_timeout = media_timeout
         span = (rtp_max - rtp_min + 1) // max_workers
         self.rtp_span = span - span % 2
         self.rtp_min = rtp_min
@@ -171,6 +173,8 @@ class Pool:
             f"127.0.0.1:{self.edge_port}",
             "--public-address",
             self.public_address,
+            "--media-timeout",
+            str(self.media_timeout),
             "--log-file",
             str(log_file),
         ]

@@ -223,6 +223,22 @@ def optional_positive(msg: dict[str, Any], key: str) -> float | None:
     return float(value)
 
 
+MEDIA_CHECK_SECONDS = 1.0  # how often an answered leg's RTP counter is looked at
+
+
+def receives_audio(call: pj.Call) -> bool:
+    """Whether the leg's audio is active both ways; a phone that put the call on hold
+    may rightly send nothing, so a held leg never times out."""
+    try:
+        info = call.getInfo()  # keep it referenced: its media list lives inside it
+        for mi in info.media:
+            if mi.type == pj.PJMEDIA_TYPE_AUDIO:
+                return mi.status == pj.PJSUA_CALL_MEDIA_ACTIVE
+    except Exception:
+        return False
+    return False
+
+
 def stream_stats(call: pj.Call) -> dict[str, float] | None:
     """RTP counters of the call's audio stream, or None when it has no stream."""
     try:
@@ -462,6 +478,12 @@ class Leg:
     tap: DtmfTap | None = None
     detector: DtmfDetector | None = None
     bridged: set[str] = field(default_factory=set)
+    confirmed: bool = False  # the dialog is up (either direction)
+    # media timeout: the RTP packet count last seen, and since when it has not moved
+    rx_packets: int = -1
+    rx_since: float = 0.0
+    next_media_check: float = 0.0
+    media_timed_out: bool = False
 
 
 class Worker:
@@ -469,6 +491,7 @@ class Worker:
 
     def __init__(self, args: argparse.Namespace, sock: socket.socket):
         self.args = args
+        self.media_timeout = float(args.media_timeout)
         self.sock = sock
         self.worker_id: int = args.id
         self.edge = args.edge
@@ -505,6 +528,9 @@ class Worker:
         cfg.logConfig.level = a.log_level if a.log_file else 0
         if a.log_file:
             cfg.logConfig.filename = a.log_file
+            # append, like Python's logging handler on the same file: truncating would
+            # make the two writers overwrite each other's lines
+            cfg.logConfig.fileFlags = pj.PJ_O_APPEND
         cfg.medConfig.sndAutoCloseTime = -1
         cfg.medConfig.clockRate = CLOCK_RATE
         cfg.medConfig.sndClockRate = CLOCK_RATE
@@ -693,13 +719,17 @@ class Worker:
             "code": int(info.lastStatusCode),
             "reason": str(info.lastReason),
         }
-        if name == "confirmed" and leg.incoming:
-            leg.answered = True
+        if name == "confirmed":
+            leg.confirmed = True
+            leg.answered = leg.answered or leg.incoming
         if name == "disconnected":
             stats = stream_stats(call) or call.last_stats or dict(ZERO_STATS)
             self.release_media(leg)
             event["stats"] = stats
-            event["cause"] = "local" if leg.hangup_requested else "remote"
+            if leg.media_timed_out:
+                event["cause"] = "media-timeout"
+            else:
+                event["cause"] = "local" if leg.hangup_requested else "remote"
             self.send(event)
             # Dropping the last reference here is the one safe moment (pjsua2 does not
             # touch the Call after this callback returns for DISCONNECTED).
@@ -753,9 +783,39 @@ class Worker:
         if leg.rec is not None and digit in leg.rec.stop_on_digit:
             self.finish_recording(leg, "digit", digit=digit)
 
+    def check_media(self, leg: Leg, now: float) -> None:
+        """Hang up an answered leg whose phone has sent no RTP for --media-timeout
+        seconds (a phone that lost power or network sends no BYE). A leg whose audio
+        we are not meant to receive (put on hold with "inactive") does not count."""
+        leg.next_media_check = now + MEDIA_CHECK_SECONDS
+        stats = stream_stats(leg.call)
+        if stats is None:
+            return
+        if stats["rx_packets"] != leg.rx_packets or not receives_audio(leg.call):
+            leg.rx_packets = int(stats["rx_packets"])
+            leg.rx_since = now
+            return
+        if now - leg.rx_since < self.media_timeout:
+            return
+        log.warning("leg %s: no RTP for %.0f s, hanging up", leg.id, now - leg.rx_since)
+        leg.media_timed_out = True
+        leg.hangup_requested = True
+        leg.call.last_stats = stats
+        prm = pj.CallOpParam()
+        prm.statusCode = 408
+        prm.reason = "Media Timeout"
+        leg.call.hangup(prm)
+
     def tick(self, now: float) -> None:
-        """Timers of the main loop: recording end conditions."""
+        """Timers of the main loop: recording end conditions, media timeouts."""
         for leg in list(self.legs.values()):
+            if (
+                self.media_timeout > 0
+                and leg.confirmed
+                and not leg.hangup_requested
+                and now >= leg.next_media_check
+            ):
+                self.check_media(leg, now)
             rec = leg.rec
             if rec is None:
                 continue
@@ -1216,6 +1276,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--public-address", required=True)
     p.add_argument("--log-file")
     p.add_argument("--log-level", type=int, default=3)
+    p.add_argument(
+        "--media-timeout",
+        type=float,
+        default=0.0,
+        help="hang up an answered leg after this many seconds without RTP (0: off)",
+    )
     return p.parse_args(argv)
 
 
