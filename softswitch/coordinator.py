@@ -125,7 +125,7 @@ class Coordinator:
         secret = load_secret(self.data_dir)
         auth = DigestAuthenticator(realm=sw.domain, secret=secret)
         self.registrar = Registrar(self.config, self.store, auth)
-        self.transports = Transports(self._on_message, self._on_flow_closed)
+        self.transports = Transports(self._on_message, self.flow_closed)
         self.edge = Edge(
             self.transports,
             self,
@@ -225,7 +225,8 @@ class Coordinator:
         assert self.edge is not None
         self.edge.handle(data, peer)
 
-    def _on_flow_closed(self, peer: Peer) -> None:
+    def flow_closed(self, peer: Peer) -> None:
+        """A phone's TCP connection closed: the bindings made over it are dead."""
         assert self.registrar is not None
         dropped = self.registrar.drop_flow(peer, self.clock())
         if dropped:
@@ -415,21 +416,16 @@ class Coordinator:
             cause = "caller hung up before answer" if code == 487 else f"SIP {code}"
             self._apply(context, [CallClosed(result, cause, code)])
 
-    def flow_closed(self, peer: Peer) -> None:
-        self._on_flow_closed(peer)
-
     # -- worker events -------------------------------------------------------------------
-    def _call_for_leg(self, leg: str) -> ExtensionCall | None:
-        return self.calls.get(leg.rsplit("-", 1)[0]) if leg else None
-
     def _on_worker_event(self, worker: Worker, msg: dict) -> None:
         event = msg.get("event")
         leg = str(msg.get("leg", ""))
-        session = self.sessions.get(leg.rsplit("-", 1)[0]) if leg else None
+        call_id = leg.rsplit("-", 1)[0]  # legs are named <call id>-a, -b, -b1, ...
+        session = self.sessions.get(call_id)
         if session is not None:
             session.on_event(msg)
             return
-        call = self._call_for_leg(leg)
+        call = self.calls.get(call_id)
         if call is None:
             if event == "incoming":
                 log.warning("worker %s: incoming leg %s for no call; rejecting", worker.slot, leg)
