@@ -342,3 +342,16 @@ def test_unknown_user_and_wrong_password_look_the_same(
 def test_short_secret_refused() -> None:
     with pytest.raises(ValueError):
         DigestAuthenticator(REALM, b"short")
+
+
+def test_other_spellings_of_a_valid_nonce_are_rejected(authn: DigestAuthenticator) -> None:
+    """The nonce's last base64 character has two unused bits: a string differing only
+    there decodes to the same bytes, but it is not ours (replay tracking is by string)."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    challenge = authn.challenge(NOW)
+    nonce = parse_auth_header(challenge)[1]["nonce"]
+    twin = nonce[:-1] + alphabet[alphabet.index(nonce[-1]) ^ 1]
+    assert twin != nonce
+    value = answer(authn, challenge=challenge.replace(nonce, twin))
+    result = authn.check(request(value), "Authorization", lookup, NOW)
+    assert (result.ok, result.reason) == (False, BAD_NONCE)

@@ -268,6 +268,11 @@ class DigestAuthenticator:
             return None
         if len(raw) != _NONCE_PAYLOAD + _NONCE_MAC:
             return None
+        # Only the canonical spelling is ours: the last base64 character carries two
+        # unused bits, so other strings decode to the same bytes and would slip past
+        # the per-nonce replay tracking, which is keyed by the string.
+        if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != nonce:
+            return None
         payload, mac = raw[:_NONCE_PAYLOAD], raw[_NONCE_PAYLOAD:]
         if not hmac.compare_digest(mac, self._mac(payload)):
             return None
