@@ -8,6 +8,7 @@ loop (a write in WAL mode with synchronous=NORMAL takes well under a millisecond
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -303,6 +304,127 @@ class Store:
             "UPDATE outbox SET attempts = attempts + 1, last_attempt = ?, last_error = ?, "
             "next_attempt = ? WHERE id = ? AND sent IS NULL",
             (now, error, next_attempt, outbox_id),
+        )
+
+    # -- queue log and operators ------------------------------------------------------------
+    QUEUE_COLUMNS = (
+        "time kind queue caller number agent result reason code position priority wait "
+        "ring_start ring_time talk_time duration target attempts"
+    ).split()
+
+    def add_queue_event(self, row: dict) -> int:
+        """One queue_log row. `row` holds column names (unknown keys are an error, so a
+        renamed field cannot be dropped silently); `attempts` is a list of dicts."""
+        unknown = set(row) - set(self.QUEUE_COLUMNS)
+        if unknown:
+            raise ValueError(f"queue_log has no column(s) {sorted(unknown)}")
+        values = dict(row)
+        if "attempts" in values:
+            values["attempts"] = json.dumps(values["attempts"]) if values["attempts"] else None
+        cols = list(values)
+        cur = self.db.execute(
+            f"INSERT INTO queue_log ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+            [values[c] for c in cols],
+        )
+        return int(cur.lastrowid)
+
+    def queue_events(
+        self,
+        *,
+        kind: str | None = None,
+        caller: str | None = None,
+        agent: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[dict]:
+        """queue_log rows in order, as dicts with `attempts` decoded."""
+        where, args = [], []
+        for column, value in (("kind", kind), ("caller", caller), ("agent", agent)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if since is not None:
+            where.append("time >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("time < ?")
+            args.append(until)
+        sql = "SELECT * FROM queue_log"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self.db.execute(sql + " ORDER BY time, id", args).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["attempts"] = json.loads(d["attempts"]) if d["attempts"] else []
+            out.append(d)
+        return out
+
+    def close_stale_queue(self, now: float, reason: str = "switch restarted") -> int:
+        """After a crash: callers still in a queue get a `left` row (result `failed`),
+        operators still logged in get a `logout` row (reason `reason`), both at the time
+        of the last row the crashed run wrote (the best bound of when it stopped)."""
+        last = self.db.execute("SELECT MAX(time) FROM queue_log").fetchone()[0]
+        if last is None:
+            return 0
+        end = min(float(last), now)
+        closed = 0
+        open_callers = self.db.execute(
+            "SELECT j.caller, j.queue, j.number, j.time FROM queue_log j WHERE j.kind = 'joined' "
+            "AND NOT EXISTS (SELECT 1 FROM queue_log e WHERE e.caller = j.caller "
+            "AND e.queue = j.queue AND e.id > j.id AND e.kind IN "
+            "('completed', 'abandoned', 'left'))"
+        ).fetchall()
+        for caller, queue, number, joined in open_callers:
+            self.add_queue_event(
+                {
+                    "time": end,
+                    "kind": "left",
+                    "queue": queue,
+                    "caller": caller,
+                    "number": number,
+                    "result": "failed",
+                    "reason": reason,
+                    "wait": max(0.0, end - joined),
+                }
+            )
+            closed += 1
+        for agent, since in self.open_logins():
+            self.add_queue_event(
+                {
+                    "time": end,
+                    "kind": "logout",
+                    "agent": agent,
+                    "reason": reason,
+                    "duration": max(0.0, end - since),
+                }
+            )
+            closed += 1
+        return closed
+
+    def open_logins(self) -> list[tuple[str, float]]:
+        """Operators whose last login has no logout after it: (agent, login time)."""
+        rows = self.db.execute(
+            "SELECT agent, kind, time FROM queue_log WHERE kind IN ('login', 'logout') "
+            "ORDER BY id"
+        ).fetchall()
+        state: dict[str, float | None] = {}
+        for agent, kind, when in rows:
+            state[agent] = when if kind == "login" else None
+        return [(a, t) for a, t in state.items() if t is not None]
+
+    def agent_status(self) -> dict[str, sqlite3.Row]:
+        return {r["agent"]: r for r in self.db.execute("SELECT * FROM agent_status")}
+
+    def set_agent_status(
+        self, agent: str, *, logged_out: bool, pause_reason: str | None, now: float
+    ) -> None:
+        """What the operator asked for (API / feature code), kept across restarts."""
+        self.db.execute(
+            "INSERT INTO agent_status (agent, logged_out, pause_reason, updated) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT(agent) DO UPDATE SET logged_out = excluded."
+            "logged_out, pause_reason = excluded.pause_reason, updated = excluded.updated",
+            (agent, 1 if logged_out else 0, pause_reason, now),
         )
 
 

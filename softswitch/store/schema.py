@@ -85,4 +85,40 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX outbox_due ON outbox(next_attempt) WHERE sent IS NULL;
     """,
+    # 3: the queue log (one row per ACD QueueEvent) and operators' wishes that survive
+    # a restart (logged out by API / feature code, paused with a reason)
+    """
+    CREATE TABLE queue_log (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        time        REAL NOT NULL,            -- unix time of the event
+        kind        TEXT NOT NULL,            -- joined / ring / late_answer / connected /
+                                              -- completed / abandoned / left / wrap_up_start /
+                                              -- wrap_up_end / login / logout / pause / unpause
+        queue       TEXT,
+        caller      TEXT,                     -- calls.id of the caller's call
+        number      TEXT,                     -- the caller's number (calls.caller), for reports
+        agent       TEXT,                     -- operator (extension number)
+        result      TEXT,
+        reason      TEXT,
+        code        INTEGER,
+        position    INTEGER,
+        priority    INTEGER,
+        wait        REAL,
+        ring_start  REAL,
+        ring_time   REAL,
+        talk_time   REAL,
+        duration    REAL,
+        target      TEXT,
+        attempts    TEXT                      -- JSON list of {agent, start, seconds, result}
+    );
+    CREATE INDEX queue_log_time ON queue_log(time);
+    CREATE INDEX queue_log_caller ON queue_log(caller);
+    CREATE INDEX queue_log_agent ON queue_log(agent, time);
+    CREATE TABLE agent_status (
+        agent        TEXT PRIMARY KEY,
+        logged_out   INTEGER NOT NULL DEFAULT 0,  -- 1: logged out by API / feature code
+        pause_reason TEXT,                        -- NULL: not paused
+        updated      REAL NOT NULL
+    );
+    """,
 ]
