@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Regenerate every file in media/: the voice prompts, the beep and the hold music.
 
-    .venv/bin/python media/make_media.py
+    .venv/bin/python media/make_media.py              # everything
+    .venv/bin/python media/make_media.py 'number-*'   # only the prompts named
 
 Speech comes from espeak-ng (Debian package ``espeak-ng``), the tone and the music are
 synthesised with numpy. Everything is written as 8 kHz mono 16-bit PCM WAV, the format
@@ -11,10 +12,12 @@ espeak-ng version (see media/README.md), so running it twice gives identical fil
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import subprocess
 import sys
 import tempfile
+from fnmatch import fnmatchcase as fnmatch
 from pathlib import Path
 
 import numpy as np
@@ -66,12 +69,100 @@ PROMPTS: dict[str, dict[str, str]] = {
     },
 }
 
+# Pieces of the queue announcements (softswitch/flow/announce.py), played back to back:
+# "You are number" + "twenty" + "three", "Your estimated waiting time is" + "five" +
+# "minutes". Every name exists in every language, so the same names work whatever the
+# language (and a language without one of them falls back to English). The plural and
+# gender forms needed by Russian ("одна минута", "две минуты", "пять минут") are shipped
+# in English too, where they say the same words as the plain forms.
+QUEUE_PROMPTS: dict[str, dict[str, str]] = {
+    "queue-position": {"en": "You are number", "ru": "Ваш номер в очереди"},
+    "queue-wait": {"en": "Your estimated waiting time is", "ru": "Примерное время ожидания"},
+    "minute": {"en": "minute", "ru": "минута"},  # en 1; ru 1, 21, 31, ... (not 11)
+    "minutes-few": {"en": "minutes", "ru": "минуты"},  # ru 2-4, 22-24, ... (not 12-14)
+    "minutes": {"en": "minutes", "ru": "минут"},  # everything else
+    "less-than-a-minute": {"en": "less than a minute.", "ru": "меньше минуты."},
+}
+
+# Numbers as words (not digits) so that the gender is under our control: the plain
+# forms count (positions: "номер один"), `number-1f` / `number-2f` are the feminine
+# "одна" / "две" that go with "минута" / "минуты".
+NUMBER_WORDS: dict[str, tuple[str, str]] = {
+    "1": ("one", "один"),
+    "1f": ("one", "одна"),
+    "2": ("two", "два"),
+    "2f": ("two", "две"),
+    "3": ("three", "три"),
+    "4": ("four", "четыре"),
+    "5": ("five", "пять"),
+    "6": ("six", "шесть"),
+    "7": ("seven", "семь"),
+    "8": ("eight", "восемь"),
+    "9": ("nine", "девять"),
+    "10": ("ten", "десять"),
+    "11": ("eleven", "одиннадцать"),
+    "12": ("twelve", "двенадцать"),
+    "13": ("thirteen", "тринадцать"),
+    "14": ("fourteen", "четырнадцать"),
+    "15": ("fifteen", "пятнадцать"),
+    "16": ("sixteen", "шестнадцать"),
+    "17": ("seventeen", "семнадцать"),
+    "18": ("eighteen", "восемнадцать"),
+    "19": ("nineteen", "девятнадцать"),
+    "20": ("twenty", "двадцать"),
+    "30": ("thirty", "тридцать"),
+    "40": ("forty", "сорок"),
+    "50": ("fifty", "пятьдесят"),
+    "60": ("sixty", "шестьдесят"),
+}
+for _n, (_en, _ru) in NUMBER_WORDS.items():
+    QUEUE_PROMPTS[f"number-{_n}"] = {"en": _en, "ru": _ru}
+
+# Whole sentences of the queue and of the operator feature codes.
+PROMPTS.update(
+    {
+        "all-operators-busy": {
+            "en": "All our operators are busy. Please stay on the line.",
+            "ru": "Все операторы заняты. Пожалуйста, оставайтесь на линии.",
+        },
+        "agent-logged-in": {
+            "en": "You are logged in to the queue.",
+            "ru": "Вы вошли в очередь.",
+        },
+        "agent-logged-out": {
+            "en": "You are logged out of the queue.",
+            "ru": "Вы вышли из очереди.",
+        },
+        "agent-paused": {
+            "en": "You are paused.",
+            "ru": "Пауза включена.",
+        },
+        "agent-unpaused": {
+            "en": "You are no longer paused.",
+            "ru": "Пауза выключена.",
+        },
+    }
+)
+
 # espeak-ng voice and speed (words per minute) per language; slower than espeak's
 # default 175 wpm, which is hard to follow over a phone line.
 VOICES = {"en": ("en-us", 150), "ru": ("ru", 140)}
 
 LEAD_SILENCE = 0.15  # seconds of silence before the speech
 TAIL_SILENCE = 0.30  # and after it
+
+# The pieces of a queue announcement are played one after another, so they get less
+# padding than a sentence: a number in the middle of a phrase must follow its lead-in
+# without a gap. (lead, tail) in seconds; numbers use NUMBER_PADDING.
+QUEUE_PADDING = {
+    "queue-position": (LEAD_SILENCE, 0.08),  # starts the announcement, a number follows
+    "queue-wait": (TAIL_SILENCE, 0.08),  # follows the position's number, a number follows
+    "minute": (0.02, TAIL_SILENCE),  # these end the announcement
+    "minutes-few": (0.02, TAIL_SILENCE),
+    "minutes": (0.02, TAIL_SILENCE),
+    "less-than-a-minute": (0.02, TAIL_SILENCE),
+}
+NUMBER_PADDING = (0.02, 0.08)
 
 
 def write_wav(path: Path, x: np.ndarray) -> None:
@@ -104,14 +195,22 @@ def trim(x: np.ndarray, rate: int, threshold_db: float = -50.0) -> np.ndarray:
     return x[max(0, loud[0] - margin) : loud[-1] + margin + 1]
 
 
-def speech(text: str, language: str) -> np.ndarray:
+def speech(
+    text: str, language: str, lead: float = LEAD_SILENCE, tail: float = TAIL_SILENCE
+) -> np.ndarray:
     voice, speed = VOICES[language]
     x, rate = espeak(text, voice, speed)
     x = trim(resample(x, rate, RATE), RATE)
     x = normalise(x, RATE)
-    return np.concatenate(
-        [np.zeros(int(LEAD_SILENCE * RATE)), x, np.zeros(int(TAIL_SILENCE * RATE))]
-    )
+    return np.concatenate([np.zeros(int(lead * RATE)), x, np.zeros(int(tail * RATE))])
+
+
+def all_prompts() -> dict[str, tuple[dict[str, str], tuple[float, float]]]:
+    """Every voice prompt: name -> (text per language, (lead, tail) silence)."""
+    out = {name: (texts, (LEAD_SILENCE, TAIL_SILENCE)) for name, texts in PROMPTS.items()}
+    for name, texts in QUEUE_PROMPTS.items():
+        out[name] = (texts, QUEUE_PADDING.get(name, NUMBER_PADDING))
+    return out
 
 
 # --------------------------------------------------------------------------- tones
@@ -233,12 +332,31 @@ def music(repeats: int = 1) -> np.ndarray:
 # --------------------------------------------------------------------------- main
 
 
-def main() -> None:
-    for name, texts in PROMPTS.items():
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Regenerate the files in media/ (all of them when no NAME is given)."
+    )
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="only these prompts (shell-style patterns: 'number-*'); the beep and the "
+        "music are then left alone",
+    )
+    args = parser.parse_args(argv)
+    prompts = all_prompts()
+    selected = [n for n in prompts if not args.names or any(fnmatch(n, p) for p in args.names)]
+    unmatched = [p for p in args.names if not any(fnmatch(n, p) for n in prompts)]
+    if unmatched:
+        sys.exit(f"make_media: no prompt matches {', '.join(unmatched)}")
+    for name in selected:
+        texts, (lead, tail) = prompts[name]
         for language, text in texts.items():
             path = HERE / language / f"{name}.wav"
-            write_wav(path, speech(text, language))
+            write_wav(path, speech(text, language, lead, tail))
             print(f"{path.relative_to(HERE)}: {text}")
+    if args.names:
+        return
     write_wav(HERE / "tones" / "beep.wav", beep())
     print("tones/beep.wav: 1 kHz, 0.4 s")
     write_wav(HERE / "music" / "default.wav", music())

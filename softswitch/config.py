@@ -26,22 +26,26 @@ import ipaddress
 import re
 import string
 import tomllib
+import urllib.parse
 import zoneinfo
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from softswitch.acd.config import STRATEGIES
 from softswitch.config_types import (
     Block,
     Config,
     DialBlock,
     ExtensionConfig,
+    FeaturesConfig,
     HangupBlock,
     HoursBlock,
     ListenAddress,
     MenuBlock,
     PlayBlock,
+    QueueBlock,
     ScriptBlock,
     SmtpConfig,
     SwitchConfig,
@@ -770,6 +774,107 @@ def check_function(value: str, ctx: Context) -> str:
     return value
 
 
+def above_zero(hi: float) -> Checker:
+    """Checker: a number of seconds greater than 0 (a 0 would fire at once) and at most
+    `hi`, as a float."""
+
+    def check(value: float, ctx: Context) -> float:
+        if not 0 < value <= hi:
+            raise Invalid(
+                f"{value} is out of range; expected a number of seconds above 0, at most {hi:g}"
+            )
+        return float(value)
+
+    return check
+
+
+def check_music(value: str, ctx: Context) -> str:
+    """Hold music name or file; whether it exists and plays is a global check, like
+    prompts. Never empty: silence makes a waiting caller think the line is dead."""
+    if not value.strip():
+        raise Invalid('the music is empty; expected the name of hold music in media/music'
+                      ' such as "default", or a path to an audio file')  # fmt: skip
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise Invalid("contains control characters; expected a music name or a file path")
+    return value
+
+
+def check_dtmf_key(value: str, ctx: Context) -> str:
+    if len(value) != 1 or value not in DTMF_DIGITS:
+        raise Invalid(f'"{value}" is not a key on the phone; expected a single digit 0-9,'
+                      ' "*" or "#"')  # fmt: skip
+    return value
+
+
+_URL_EXAMPLE = '"https://hooks.example.com/missed"'
+
+
+def _check_url(value: str) -> None:
+    """An absolute http(s) URL with a host; only the shape, nothing is fetched."""
+    try:
+        url = urllib.parse.urlsplit(value)
+        url.port  # noqa: B018 - raises ValueError for a port that is no number / too big
+    except ValueError as e:
+        raise Invalid(f'"{value}" is not a valid URL ({e}); expected e.g. {_URL_EXAMPLE}') from None
+    if any(c.isspace() or ord(c) < 32 for c in value):
+        raise Invalid(f'"{value}" contains spaces or control characters; expected a URL'
+                      f" with special characters %-encoded, e.g. {_URL_EXAMPLE}")  # fmt: skip
+    host = url.hostname or ""
+    if not host:
+        raise Invalid(f'"{value}" has no host; expected e.g. {_URL_EXAMPLE}')
+    _host_name_or_ip(host, f"in {value!r} is not a host name or IP address;"
+                     f" expected e.g. {_URL_EXAMPLE}")  # fmt: skip
+
+
+def check_notify_list(value: list[Any], ctx: Context) -> tuple[str, ...]:
+    """Supervisor addresses: each an e-mail address or an http(s) URL (a webhook).
+
+    The scheme decides which: anything with "://" must be http or https, so a typo like
+    "htps://..." is not taken for something else."""
+    expected = 'an e-mail address or an http(s) URL, e.g. "boss@example.com" or ' + _URL_EXAMPLE
+    errors = _string_list(value, f"{expected} in quotes")
+    seen: set[str] = set()
+    for i, address in enumerate(value):
+        if not isinstance(address, str):
+            continue
+        try:
+            if "://" in address:
+                scheme = address.split("://", 1)[0]
+                if scheme.lower() not in ("http", "https"):
+                    raise Invalid(
+                        f'"{address}": unsupported scheme "{scheme}"; expected {expected}'
+                    )
+                _check_url(address)
+            elif "@" in address:
+                check_email(address, ctx)
+            else:
+                raise Invalid(f'"{address}" is neither; expected {expected}')
+        except Invalid as e:
+            errors.append((str(e), (i,)))
+            continue
+        if address in seen:
+            errors.append((f'"{address}" is listed twice; expected each address once', (i,)))
+        seen.add(address)
+    if errors:
+        raise Invalid(items=sorted(errors, key=lambda e: e[1]))
+    return tuple(value)
+
+
+_FEATURE_CODE_RE = re.compile(r"\*[0-9*#]{1,5}")
+
+
+def check_feature_code(value: str, ctx: Context) -> str:
+    """A code dialled from an operator's phone: "*" first so it can never be taken for an
+    extension number (those are digits only); "" turns the feature off."""
+    if value and not _FEATURE_CODE_RE.fullmatch(value):
+        raise Invalid(
+            f'"{value}" is not a feature code; expected "*" followed by 1 to 5 of 0-9, "*"'
+            ' and "#" (2 to 6 keys in all, e.g. "*45"; the "*" keeps it apart from extension'
+            ' numbers), or "" to turn it off'
+        )
+    return value
+
+
 # --------------------------------------------------------------------------- cross checks
 
 
@@ -832,6 +937,29 @@ def _hours_ever_open(v: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
         )
 
 
+def _requires(
+    key: str, needs: str, hint: str
+) -> Callable[[Mapping[str, Any]], Iterator[tuple[str, str]]]:
+    """Cross check: `key` only means something together with `needs`; setting it alone
+    is a mistake (the administrator expects it to do something), not a no-op."""
+
+    def check(v: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        if v[key] is not None and v[key] is not False and v[needs] in (None, ()):
+            yield (key, f"{key} is set but {needs} is not, so it would never be used;"
+                   f" expected {needs} too ({hint}), or remove {key}")  # fmt: skip
+
+    return check
+
+
+def _feature_codes_differ(v: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    if v["queue_login"] and v["queue_login"] == v["queue_pause"]:
+        yield (
+            "queue_pause",
+            f'"{v["queue_pause"]}" is also queue_login; expected a code of its own (or ""'
+            " to turn it off)",
+        )
+
+
 # --------------------------------------------------------------------------- flow checks
 
 # the keys of each block type that name another block ("" = hang up)
@@ -843,15 +971,32 @@ _NEXT_KEYS: dict[type, tuple[str, ...]] = {
     ScriptBlock: ("next",),
     VoicemailBlock: (),
     HangupBlock: (),
+    QueueBlock: ("on_timeout", "on_full", "on_empty", "exit_target", "next"),
 }
 # blocks that pass a call on without waiting for anything (no prompt, ringing or recording):
 # a loop made only of these would spin forever
 _INSTANT_BLOCKS = (HoursBlock, ScriptBlock)
 
 
-def block_references(block: Block) -> list[tuple[KeyPath, KeyPath, str]]:
+def instant_targets(block: Block) -> list[str]:
+    """The blocks `block` may pass a call on to without waiting for anything.
+
+    Hours and script blocks always do. A queue does when it sends a caller on at once:
+    to on_empty when nobody is logged in, and, when full (max_callers), to on_full or,
+    without one, to next. Its other ways out follow a wait (max_wait, a key, a ring)."""
+    if isinstance(block, _INSTANT_BLOCKS):
+        return [t for _, _, t in block_references(block) if t]
+    if isinstance(block, QueueBlock):
+        out = [block.on_empty]
+        if block.max_callers is not None:
+            out.append(block.on_full if block.on_full is not None else block.next)
+        return [t for t in out if t]
+    return []
+
+
+def block_references(block: Block) -> list[tuple[KeyPath, KeyPath, str | None]]:
     """(path within the block, displayed key within the block, target) for every block
-    name `block` refers to, "" (hang up) included."""
+    name `block` refers to, "" (hang up) and None (an optional key not set) included."""
     out: list[tuple[KeyPath, KeyPath, str]] = []
     if isinstance(block, MenuBlock):
         out += [(("options", digit), ("options",), t) for digit, t in block.options.items()]
@@ -964,14 +1109,15 @@ def _check_flows(built: Mapping[str, Any], ctx: Context) -> Iterator[tuple[Any, 
                 )
             elif target not in graph[name]:
                 graph[name].append(target)
-        if isinstance(block, DialBlock):
-            for i, number in enumerate(block.targets):
+        dialled = {DialBlock: "targets", QueueBlock: "members"}.get(type(block))
+        if dialled:
+            for i, number in enumerate(getattr(block, dialled)):
                 if number not in numbers:
                     known = _or_list(numbers) if numbers else "none is configured"
                     yield (
-                        ("block", name, "targets", i),
+                        ("block", name, dialled, i),
                         f'"{number}" is not a configured extension; expected one of {known}',
-                        ("block", name, "targets"),
+                        ("block", name, dialled),
                     )
 
     # reachability: a script may continue at any block it likes, so once one is
@@ -991,17 +1137,24 @@ def _check_flows(built: Mapping[str, Any], ctx: Context) -> Iterator[tuple[Any, 
                         ("block", name),
                         f'block "{name}" is never reached: no way leads to it from the entry'
                         f' block "{switch.entry}"; expected another block to name it (a menu'
-                        " option, open/closed, next, on_timeout or on_no_answer), or remove it",
+                        " option, open/closed, next, on_timeout, on_no_answer or a queue's"
+                        " on_full/on_empty/exit_target), or remove it",
                     )
 
-    instant = {n: [t for t in graph[n] if isinstance(blocks[t], _INSTANT_BLOCKS)]
-               for n, b in blocks.items() if isinstance(b, _INSTANT_BLOCKS)}  # fmt: skip
+    instant = {n: [t for t in instant_targets(b) if t in blocks] for n, b in blocks.items()}
     for cycle in _find_cycles(instant):
+        queues = [n for n in dict.fromkeys(cycle) if isinstance(blocks[n], QueueBlock)]
+        why = (
+            " (" + ", ".join(f'queue "{n}"' for n in queues) + " sends callers on at once"
+            " through on_empty, or on_full / next when full)"
+            if queues
+            else ""
+        )
         yield (
             ("block", cycle[0]),
             "blocks " + " -> ".join(f'"{n}"' for n in cycle) + " form a loop in which"
-            " nothing waits (no prompt, menu, dial or voicemail), so a call would go round"
-            " it forever; expected a play, menu, dial or voicemail block in the loop",
+            f" nothing waits (no prompt, menu, dial or voicemail){why}, so a call would go"
+            " round it forever; expected a play, menu, dial or voicemail block in the loop",
         )
 
     yield from _check_prompts(switch, blocks, ctx)
@@ -1015,6 +1168,8 @@ def _prompt_keys(block: Block) -> list[str]:
         return ["greeting"]
     if isinstance(block, PlayBlock):
         return ["prompt"]
+    if isinstance(block, QueueBlock):
+        return ["greeting"]
     return []
 
 
@@ -1053,6 +1208,57 @@ def _check_prompts(
                     )
             if results[prompt]:
                 yield (("block", name, key), results[prompt])
+    yield from _check_music(switch, blocks, ctx)
+
+
+def _check_music(
+    switch: SwitchConfig, blocks: Mapping[str, Block], ctx: Context
+) -> Iterator[tuple[Any, ...]]:
+    """Every queue's hold music resolves (media/music, or a file) and plays."""
+    from softswitch import audio
+
+    expected = (
+        "expected the name of hold music in media_dir/music or the shipped media/music"
+        ' (music/default.wav for "default"), or the path of an audio file'
+    )
+    results: dict[str, str | None] = {}
+    for name, block in blocks.items():
+        if not isinstance(block, QueueBlock):
+            continue
+        music = block.music
+        if music not in results:
+            try:
+                path = audio.resolve_music(music, ctx.base_dir, switch.media_dir)
+            except audio.AudioError as e:  # names the music or file
+                results[music] = f"{e}; {expected}"
+            else:
+                problem = audio.check_audio(path)
+                results[music] = (
+                    f'music "{music}": {problem}; expected an audio file with sound in it'
+                    " (WAV, FLAC, OGG or MP3)"
+                    if problem
+                    else None
+                )
+        if results[music]:
+            yield (("block", name, "music"), results[music])
+
+
+def _check_features(built: Mapping[str, Any], ctx: Context) -> Iterator[tuple[Any, ...]]:
+    """A feature code must not be a number that already rings something: an extension,
+    or the call flow's entry_number. (The leading "*" rules that out today; this keeps it
+    so should numbers ever allow "*".)"""
+    features: FeaturesConfig = built["features"]
+    switch: SwitchConfig = built["switch"]
+    owners = {e.number: f"extension {e.number}" for e in built.get("extension", ())}
+    if switch.entry:
+        owners.setdefault(switch.entry_number, "[switch] entry_number")
+    for code, key in features.codes().items():
+        if code in owners:
+            yield (
+                ("features", key),
+                f'"{code}" is also the number of {owners[code]}; expected a code no'
+                ' extension or entry_number uses, starting with "*"',
+            )
 
 
 # --------------------------------------------------------------------------- the schema
@@ -1251,6 +1457,68 @@ SCRIPT = Section(
     ),
 )  # fmt: skip
 
+_TARGET = 'a block name, or "" to hang up'
+
+QUEUE = Section(
+    name="queue",
+    kind="table",
+    cls=QueueBlock,
+    config_attr="",
+    doc="Holds callers (music) while the ACD rings operators; the queue is the block name.",
+    fields=(
+        Field("members", (list,), check_targets, default=REQUIRED,
+              expected="an array of strings",
+              doc='the operators\' extension numbers, e.g. ["101", "102"]'),
+        Field("strategy", (str,), one_of(*STRATEGIES), doc="who is rung: " + ", ".join(STRATEGIES)),
+        Field("answer_timeout", (int, float), float_range(0, 600), expected=_SECONDS,
+              doc="seconds one operator rings before it counts as missed (0 = until answered)"),
+        Field("retry", (int, float), float_range(0, 3600), expected=_SECONDS,
+              doc="seconds before an operator who missed is rung for the same caller again"),
+        Field("ring_new_free", (bool,),
+              doc="ring-all: ring operators who become free while the others still ring"),
+        Field("wrap_up", (int, float), float_range(0, 3600), expected=_SECONDS,
+              doc="seconds an operator rests after a call of this queue"),
+        Field("music", (str,), check_music, doc="hold music name (media/music) or audio file"),
+        Field("greeting", (str,), check_optional_prompt,
+              doc='prompt played once when the caller joins ("" = none)'),
+        Field("max_wait", (int, float), above_zero(86400), default=None, expected=_SECONDS,
+              doc="seconds a caller waits at most before going to on_timeout"),
+        Field("on_timeout", (str,), default=None, expected=_TARGET,
+              doc="block after max_wait (default: next)"),
+        Field("max_callers", (int,), int_range(1), default=None,
+              doc="callers that may wait at once; one more goes to on_full"),
+        Field("on_full", (str,), default=None, expected=_TARGET,
+              doc="block for a caller who finds the queue full (default: next)"),
+        Field("on_empty", (str,), default=None, expected=_TARGET,
+              doc="block when no member is logged in (default: wait)"),
+        Field("exit_key", (str,), check_dtmf_key, default=None,
+              doc="key (0-9, *, #) that lets the caller leave the queue"),
+        Field("exit_target", (str,), default=None, expected=_TARGET,
+              doc="block the exit_key goes to (default: next)"),
+        Field("announce_every", (int, float), float_range(10, 3600), default=None,
+              expected=_SECONDS, doc="seconds between position / estimated wait announcements"),
+        Field("auto_pause_after", (int,), int_range(1), default=None,
+              doc="consecutive missed rings that pause an operator"),
+        Field("priority", (int,), doc="callers of higher-priority queues are served first"),
+        Field("next", (str,), expected=_TARGET,
+              doc='block after leaving the queue without a target of its own ("" = hang up)'),
+        Field("notify", (list,), check_notify_list, expected="an array of strings",
+              doc="supervisors told about missed calls: e-mail addresses or http(s) URLs"),
+        Field("notify_missed_rings", (bool,),
+              doc="also tell them about every ring an operator did not answer"),
+    ),
+    checks=(
+        CrossCheck(("exit_target", "exit_key"),
+                   _requires("exit_target", "exit_key", 'the key that leads there, e.g. "0"')),
+        CrossCheck(("on_timeout", "max_wait"),
+                   _requires("on_timeout", "max_wait", "the seconds after which it applies")),
+        CrossCheck(("on_full", "max_callers"),
+                   _requires("on_full", "max_callers", "the number of callers that is full")),
+        CrossCheck(("notify_missed_rings", "notify"),
+                   _requires("notify_missed_rings", "notify", "the addresses to tell")),
+    ),
+)  # fmt: skip
+
 BLOCK = Section(
     name="block",
     kind="map",
@@ -1261,11 +1529,30 @@ BLOCK = Section(
     item_name=check_block_name,
     item_attr="name",
     variant_key="type",
-    variants=(MENU, HOURS, VOICEMAIL, PLAY, DIAL, HANGUP, SCRIPT),
+    variants=(MENU, HOURS, VOICEMAIL, PLAY, DIAL, HANGUP, SCRIPT, QUEUE),
     doc="Call flow blocks, [block.NAME], chosen by type.",
 )
 
-SCHEMA = Schema(sections=(SWITCH, SMTP, EXTENSION, BLOCK), checks=(_check_flows,))
+FEATURES = Section(
+    name="features",
+    kind="table",
+    cls=FeaturesConfig,
+    config_attr="features",
+    doc="Codes operators dial from their own phone; queue login by registration.",
+    fields=(
+        Field("queue_login", (str,), check_feature_code,
+              doc='code that toggles the caller\'s queue login ("" = off)'),
+        Field("queue_pause", (str,), check_feature_code,
+              doc='code that toggles the caller\'s pause ("" = off)'),
+        Field("login_by_registration", (bool,),
+              doc="an operator is logged in while their phone is registered"),
+    ),
+    checks=(CrossCheck(("queue_login", "queue_pause"), _feature_codes_differ),),
+)  # fmt: skip
+
+SCHEMA = Schema(
+    sections=(SWITCH, SMTP, EXTENSION, BLOCK, FEATURES), checks=(_check_flows, _check_features)
+)
 
 
 # --------------------------------------------------------------------------- line scanner

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from softswitch.acd.config import QueueConfig
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class Config:
     extensions: tuple[ExtensionConfig, ...] = ()
     blocks: dict[str, Block] = field(default_factory=dict)  # [block.NAME]
     smtp: SmtpConfig = field(default_factory=lambda: SmtpConfig())  # [switch.smtp]
+    features: FeaturesConfig = field(default_factory=lambda: FeaturesConfig())  # [features]
     source: Path | None = None  # the file it came from, for messages
     # what relative paths in the file are relative to (prompt files of blocks)
     base_dir: Path | None = None
@@ -88,6 +93,25 @@ class SmtpConfig:
     password: str | None = None
     starttls: bool = False
     timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """[features]: codes an operator dials from their own phone, and how queue logins
+    follow registrations. "" disables a code."""
+
+    queue_login: str = "*45"  # toggles the caller's login to every queue they are in
+    queue_pause: str = "*46"  # toggles their pause (logged in, but not rung)
+    # an operator is logged in while their phone is registered (and out when it is not)
+    login_by_registration: bool = True
+
+    def codes(self) -> dict[str, str]:
+        """Enabled code -> the key it is configured under ("*45" -> "queue_login")."""
+        return {
+            code: key
+            for key, code in (("queue_login", self.queue_login), ("queue_pause", self.queue_pause))
+            if code
+        }
 
 
 @dataclass(frozen=True)
@@ -153,4 +177,72 @@ class ScriptBlock:
     next: str = ""
 
 
-Block = MenuBlock | HoursBlock | VoicemailBlock | PlayBlock | DialBlock | HangupBlock | ScriptBlock
+@dataclass(frozen=True)
+class QueueBlock:
+    """A call-centre queue; the queue is named after the block. The ACD core gets
+    `to_queue_config()`; greeting, next and notify are for the flow around it.
+
+    Target keys are block names, "" = hang up. on_timeout, on_full, on_empty and
+    exit_target are None when not set: their fallback is `next` (on_empty: keep waiting),
+    which the integration applies when the core's `Leave` carries no target."""
+
+    name: str
+    members: tuple[str, ...]  # extension numbers, in order (linear / round-robin order)
+    strategy: str = "ring-all"  # one of softswitch.acd.STRATEGIES
+    answer_timeout: float = 20.0  # seconds one operator rings; 0 = until answered
+    retry: float = 5.0  # seconds before an operator who missed is rung for the same caller
+    ring_new_free: bool = True  # ring-all: add operators to the fork as they become free
+    wrap_up: float = 0.0  # seconds an operator rests after a call of this queue
+    music: str = "default"  # hold music: a name in media/music or a file path
+    greeting: str = ""  # prompt played once when the caller joins ("" = none)
+    max_wait: float | None = None  # seconds a caller waits at most, then on_timeout
+    on_timeout: str | None = None  # None: next
+    max_callers: int | None = None  # waiting callers; one more goes to on_full at once
+    on_full: str | None = None  # None: next
+    on_empty: str | None = None  # nobody logged in: None waits, a block leaves at once
+    exit_key: str | None = None  # a key the caller presses to leave the queue
+    exit_target: str | None = None  # where that key goes; None: next
+    announce_every: float | None = None  # seconds between position / wait announcements
+    auto_pause_after: int | None = None  # consecutive misses that pause an operator
+    priority: int = 0  # callers of higher-priority queues are served first
+    next: str = ""  # where the caller goes after leaving without a target ("" = hang up)
+    # supervisors told about missed calls: e-mail addresses or http(s) URLs
+    notify: tuple[str, ...] = ()
+    notify_missed_rings: bool = False  # also tell them about each ring nobody answered
+
+    def to_queue_config(self) -> QueueConfig:
+        """The ACD core's view of this queue (members are operator ids = extensions)."""
+        from softswitch.acd.config import QueueConfig  # the ACD package only when used
+
+        return QueueConfig(
+            name=self.name,
+            members=self.members,
+            strategy=self.strategy,
+            answer_timeout=self.answer_timeout or None,  # 0: ring until answered
+            retry=self.retry,
+            ring_new_free=self.ring_new_free,
+            wrap_up=self.wrap_up,
+            music=self.music,
+            max_wait=self.max_wait,
+            on_timeout=self.on_timeout,
+            max_callers=self.max_callers,
+            on_full=self.on_full,
+            on_empty=self.on_empty,
+            exit_key=self.exit_key,
+            exit_target=self.exit_target,
+            announce_every=self.announce_every,
+            auto_pause_after=self.auto_pause_after,
+            priority=self.priority,
+        )
+
+
+Block = (
+    MenuBlock
+    | HoursBlock
+    | VoicemailBlock
+    | PlayBlock
+    | DialBlock
+    | HangupBlock
+    | ScriptBlock
+    | QueueBlock
+)

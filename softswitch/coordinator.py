@@ -15,10 +15,12 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from sipmessage import Request
 
+from softswitch.callcentre import CallCentre, QueueCaller
 from softswitch.calls import (
     Action,
     CallAnswered,
@@ -80,6 +82,7 @@ class Coordinator:
         self.edge: Edge | None = None
         self.pool: Pool | None = None
         self.registrar: Registrar | None = None
+        self.callcentre: CallCentre | None = None
         self._sweeper: asyncio.Task | None = None
         self._mailer_task: asyncio.Task | None = None
         self.mailer: Mailer | None = None
@@ -125,6 +128,8 @@ class Coordinator:
         secret = load_secret(self.data_dir)
         auth = DigestAuthenticator(realm=sw.domain, secret=secret)
         self.registrar = Registrar(self.config, self.store, auth)
+        self.callcentre = CallCentre(self.config, self.store, self.registrar, self.clock)
+        self.registrar.on_change = self.callcentre.bindings_changed
         self.transports = Transports(self._on_message, self.flow_closed)
         self.edge = Edge(
             self.transports,
@@ -134,6 +139,8 @@ class Coordinator:
             public_host=sw.public_address,
             clock=self.clock,
         )
+        self.callcentre.edge = self.edge
+        self.callcentre.start()
         inside = await self.transports.listen_udp("127.0.0.1", 0, side="inside")
         for addr in sw.listen:
             if addr.transport == "udp":
@@ -188,6 +195,8 @@ class Coordinator:
             self._mailer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._mailer_task
+        if self.callcentre is not None and self.store is not None:
+            self.callcentre.stop()
         if self.pool is not None:
             await self.pool.stop()
         if self.transports is not None:
@@ -204,7 +213,12 @@ class Coordinator:
             await asyncio.sleep(EXPIRE_INTERVAL)
             assert self.registrar is not None and self.edge is not None
             now = self.clock()
-            self.registrar.expire(now)
+            assert self.callcentre is not None
+            self.callcentre.binding_reason = "expired"
+            try:
+                self.registrar.expire(now)
+            finally:
+                self.callcentre.binding_reason = "unregistered"
             self.edge.sweep(now)
 
     def describe(self) -> str:
@@ -227,8 +241,12 @@ class Coordinator:
 
     def flow_closed(self, peer: Peer) -> None:
         """A phone's TCP connection closed: the bindings made over it are dead."""
-        assert self.registrar is not None
-        dropped = self.registrar.drop_flow(peer, self.clock())
+        assert self.registrar is not None and self.callcentre is not None
+        self.callcentre.binding_reason = "connection-lost"
+        try:
+            dropped = self.registrar.drop_flow(peer, self.clock())
+        finally:
+            self.callcentre.binding_reason = "unregistered"
         if dropped:
             log.info("tcp flow %s closed: %d binding(s) dropped", peer, len(dropped))
 
@@ -242,7 +260,12 @@ class Coordinator:
         assert self.registrar is not None and self.pool is not None
         dialed = request.uri.user or ""
         sw = self.config.switch
-        if sw.entry and dialed == sw.entry_number:
+        feature = self.config.features.codes().get(dialed)
+        if feature is not None:
+            place = self._feature_code(feature, caller)
+            if place is None:
+                return Reject(403, "Forbidden (not a queue operator)")
+        elif sw.entry and dialed == sw.entry_number:
             place = self._place_flow
         else:
             if self.config.extension(dialed) is None:
@@ -301,8 +324,41 @@ class Coordinator:
         self.store.open_call(call_id, started=now, caller=caller, callee=dialed)
         return self._to_worker(worker, call_id, call.leg_a, call)
 
-    def _place_flow(self, caller: str, dialed: str, worker: Worker, now: float) -> ToWorker:
-        """A call to the main number: a flow session from the entry block."""
+    def _feature_code(self, feature: str, caller: str):
+        """An operator dialled a feature code (*45 log in/out, *46 pause): do it now and
+        answer with a flow that says what happened. None: the caller is no operator."""
+        from softswitch.flow.announce import feature_prompt
+
+        centre = self.callcentre
+        assert centre is not None
+        if caller not in centre.agents:
+            return None
+        if feature == "queue_login":
+            done = centre.toggle_login(caller, "feature-code")
+        else:
+            done = centre.toggle_pause(caller, "feature-code")
+        log.info("operator %s dialled %s: %s", caller, feature, done)
+        prompt = feature_prompt(done)
+
+        async def confirm(call: Call) -> None:
+            await call.answer()
+            await call.play(prompt)
+            await call.hangup()
+
+        def place(caller: str, dialed: str, worker: Worker, now: float) -> ToWorker:
+            return self._place_flow(caller, dialed, worker, now, confirm)
+
+        return place
+
+    def _place_flow(
+        self,
+        caller: str,
+        dialed: str,
+        worker: Worker,
+        now: float,
+        flow: Callable[[Call], Awaitable[None]] | None = None,
+    ) -> ToWorker:
+        """A call to the main number: a flow session from the entry block (or `flow`)."""
         assert self.store is not None and self.pool is not None
         call_id = self._new_call_id(now)
         pool = self.pool
@@ -315,12 +371,14 @@ class Coordinator:
             language=self.config.switch.language,
             worker_slot=worker.slot,
             clock=self.clock,
+            enqueue=self.callcentre.enter if self.callcentre and self.callcentre.blocks else None,
         )
         entry = self.config.switch.entry
 
-        async def runner(call: Call) -> None:
+        async def run_entry(call: Call) -> None:
             await run_flow(call, self.flow_context, entry)
 
+        runner = flow or run_entry
         session = FlowSession(call_id, caller, self._caller_name(caller), dialed, deps, runner)
         session.on_closed = self._session_closed
         self.sessions[call_id] = session
@@ -352,6 +410,12 @@ class Coordinator:
     def route_outbound(self, request: Request, source: Peer, now: float) -> Reject | Fork:
         assert self.registrar is not None
         call_id = request.headers.get("X-Call") or ""
+        if request.headers.get("X-Queue") and self.callcentre is not None:
+            qc = self.callcentre.legs.get(request.headers.get("X-Leg") or "")
+            if qc is None or qc.id != call_id:
+                return Reject(403, "Forbidden (no such queue caller)")
+            # Held open: the call centre adds and cancels branches as operators come.
+            return Fork(targets=(), ring_timeout=None, context=qc, hold_open=True)
         call: ExtensionCall | FlowSession | None = self.calls.get(call_id) or self.sessions.get(
             call_id
         )
@@ -380,6 +444,17 @@ class Coordinator:
             from_header=request.headers.get("X-From"),
             context=call,
         )
+
+    def phone_busy(self, label: str, dialog: str, context: object) -> None:
+        """An extension's phone entered a dialog: an operator on a call of any kind
+        (their own, a direct call, a flow's dial) is never rung by a queue. Queue calls
+        themselves are the ACD's own business."""
+        if self.callcentre is not None and not isinstance(context, QueueCaller):
+            self.callcentre.phone_busy(label, dialog)
+
+    def phone_free(self, label: str, dialog: str) -> None:
+        if self.callcentre is not None:
+            self.callcentre.phone_free(label, dialog)
 
     def fork_finished(self, context: object, outcome: ForkOutcome, now: float) -> None:
         if not isinstance(context, ExtensionCall | FlowSession):

@@ -711,7 +711,8 @@ email = ["a@example.com", "b@example.com"]
 
 
 def test_embedded_default_has_the_demo_flow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from softswitch.config_types import DialBlock, HoursBlock, MenuBlock
+    from softswitch.acd import QueueConfig
+    from softswitch.config_types import DialBlock, FeaturesConfig, HoursBlock, MenuBlock, QueueBlock
 
     monkeypatch.chdir(tmp_path)
     config = load_config(default_config_path())
@@ -724,6 +725,14 @@ def test_embedded_default_has_the_demo_flow(tmp_path: Path, monkeypatch: pytest.
         DialBlock("reception", ("101",), 20, "voicemail"),
         DialBlock("sales", ("102",), 20, "voicemail"),
     ]
+    team = config.blocks[menu.options["3"]]
+    assert isinstance(team, QueueBlock) and team.name == "team"
+    assert team.members == ("101", "102", "103") and team.strategy == "ring-all"
+    assert team.to_queue_config() == QueueConfig(
+        "team", ("101", "102", "103"), wrap_up=5, music="default", max_wait=300,
+        on_timeout="voicemail", on_empty="voicemail", exit_key="0", exit_target="voicemail",
+    )  # fmt: skip
+    assert config.features == FeaturesConfig("*45", "*46", True)
 
 
 def test_no_blocks_no_entry_is_fine_even_with_extension_100(tmp_path: Path) -> None:
@@ -871,7 +880,7 @@ def test_unknown_block_type_suggests(tmp_path: Path, media: Path) -> None:
     assert (p.line, p.key) == (line_of(FLOW, 'type = "dial"'), "block.sales.type")
     assert p.message == (
         'unknown block type "dail"; did you mean "dial"? expected "menu", "hours",'
-        ' "voicemail", "play", "dial", "hangup" or "script"'
+        ' "voicemail", "play", "dial", "hangup", "script" or "queue"'
     )
 
 
@@ -1261,3 +1270,301 @@ def test_prompts_of_the_language_come_first(tmp_path: Path, media: Path) -> None
     (media / "ru" / "welcome.wav").write_bytes(b"broken")
     p = only(tmp_path, text)
     assert p.key == "block.menu.prompt" and str(media / "ru" / "welcome.wav") in p.message
+
+
+# -- queue blocks
+
+QUEUE = """
+[block.team]
+type = "queue"
+members = ["101", "102"]
+max_wait = 300
+max_callers = 5
+exit_key = "0"
+"""
+
+# FLOW with menu key 3 leading to the queue above
+QUEUE_FLOW = FLOW.replace('"2" = "voicemail"', '"2" = "voicemail", "3" = "team"') + QUEUE
+
+
+@pytest.fixture
+def music(media: Path) -> Path:
+    """`media` plus the hold music and the queue greeting a queue block uses by default."""
+    write_wav(media / "music" / "default.wav")
+    write_wav(media / "en" / "please-hold.wav")
+    return media / "music"
+
+
+def test_queue_block_loads_with_every_key(tmp_path: Path, music: Path) -> None:
+    from softswitch.acd import QueueConfig
+    from softswitch.config_types import QueueBlock
+
+    write_wav(tmp_path / "sounds" / "jazz.flac")
+    text = set_key(QUEUE_FLOW, "team", 'members = ["102", "101"]')
+    for line in [
+        'strategy = "round-robin"', "answer_timeout = 15", "retry = 2.5",
+        "ring_new_free = false", "wrap_up = 7", 'music = "sounds/jazz.flac"',
+        'greeting = "please-hold"', 'on_timeout = "voicemail"', 'on_full = "closed"',
+        'on_empty = ""', 'exit_key = "#"', 'exit_target = "voicemail"', "announce_every = 60",
+        "auto_pause_after = 3", "priority = -2", 'next = "sales"',
+        'notify = ["boss@example.com", "https://hooks.example.com:8443/missed?q=team"]',
+        "notify_missed_rings = true",
+    ]:  # fmt: skip
+        text = set_key(text, "team", line)
+    config = load_config(write(tmp_path, text))
+    team = config.blocks["team"]
+    assert team == QueueBlock(
+        name="team", members=("102", "101"), strategy="round-robin", answer_timeout=15.0,
+        retry=2.5, ring_new_free=False, wrap_up=7.0, music="sounds/jazz.flac",
+        greeting="please-hold", max_wait=300.0, on_timeout="voicemail", max_callers=5,
+        on_full="closed", on_empty="", exit_key="#", exit_target="voicemail",
+        announce_every=60.0, auto_pause_after=3, priority=-2, next="sales",
+        notify=("boss@example.com", "https://hooks.example.com:8443/missed?q=team"),
+        notify_missed_rings=True,
+    )  # fmt: skip
+    assert team.to_queue_config() == QueueConfig(
+        name="team", members=("102", "101"), strategy="round-robin", answer_timeout=15.0,
+        retry=2.5, ring_new_free=False, wrap_up=7.0, music="sounds/jazz.flac", max_wait=300.0,
+        on_timeout="voicemail", max_callers=5, on_full="closed", on_empty="", exit_key="#",
+        exit_target="voicemail", announce_every=60.0, auto_pause_after=3, priority=-2,
+    )  # fmt: skip
+
+
+def test_queue_block_defaults(tmp_path: Path, music: Path) -> None:
+    from softswitch.acd import QueueConfig
+    from softswitch.config_types import QueueBlock
+
+    text = QUEUE_FLOW.replace(QUEUE, '\n[block.team]\ntype = "queue"\nmembers = ["101"]\n')
+    team = load_config(write(tmp_path, text)).blocks["team"]
+    assert isinstance(team, QueueBlock) and team == QueueBlock("team", ("101",))
+    assert (team.strategy, team.answer_timeout, team.retry, team.wrap_up) == (
+        "ring-all", 20.0, 5.0, 0.0)  # fmt: skip
+    assert (team.music, team.greeting, team.next, team.notify) == ("default", "", "", ())
+    assert team.to_queue_config() == QueueConfig("team", ("101",), music="default")
+
+    # 0: ring until answered, which the core spells None
+    team = load_config(write(tmp_path, set_key(text, "team", "answer_timeout = 0"))).blocks["team"]
+    assert isinstance(team, QueueBlock) and team.answer_timeout == 0
+    assert team.to_queue_config().answer_timeout is None
+
+
+def test_queue_needs_members(tmp_path: Path, music: Path) -> None:
+    text = QUEUE_FLOW.replace('members = ["101", "102"]\n', "")
+    p = only(tmp_path, text)
+    assert (p.line, p.key) == (line_of(text, "[block.team]"), "block.team.members")
+    assert "required key is missing; expected an array of strings" in p.message
+
+
+@pytest.mark.parametrize(
+    ("line", "expect"),
+    [
+        ("members = []", "the list is empty; expected extension numbers"),
+        ('members = ["101", "101"]', '"101" is listed twice; expected each extension once'),
+        ('members = ["101", "1x"]', '"1x" is not an extension number; expected 2 to 6 digits'),
+        ('members = "101"', "expected an array of strings, got a string"),
+        (
+            'strategy = "roundrobin"',
+            '"roundrobin" is not supported; expected "ring-all", "round-robin", "longest-idle"',
+        ),  # fmt: skip
+        ("answer_timeout = -1", "-1 is out of range; expected a number from 0 to 600"),
+        ('answer_timeout = "20"', "expected a number of seconds, got a string"),
+        ("retry = -0.5", "-0.5 is out of range; expected a number from 0 to 3600"),
+        ("ring_new_free = 1", "expected a boolean, got an integer"),
+        ("wrap_up = -5", "-5 is out of range; expected a number from 0 to 3600"),
+        ('music = ""', "the music is empty; expected the name of hold music in media/music"),
+        ('music = "a\\u0007b"', "contains control characters; expected a music name"),
+        ('greeting = "a\\u0007b"', "contains control characters; expected a prompt name"),
+        ("max_wait = 0", "0 is out of range; expected a number of seconds above 0"),
+        ("max_callers = 0", "0 is out of range; expected an integer of at least 1"),
+        ("max_callers = 2.5", "expected an integer, got a float"),
+        ('exit_key = "00"', '"00" is not a key on the phone; expected a single digit 0-9'),
+        ("exit_key = 0", 'quote it: exit_key = "0"'),
+        ("announce_every = 5", "5 is out of range; expected a number from 10 to 3600"),
+        ("auto_pause_after = 0", "0 is out of range; expected an integer of at least 1"),
+        ("priority = 1.5", "expected an integer, got a float"),
+        ("on_empty = 3", 'expected a block name, or "" to hang up, got an integer'),
+        ("next = true", 'expected a block name, or "" to hang up, got a boolean'),
+        ('notify = ["boss"]', '"boss" is neither; expected an e-mail address or an http(s) URL'),
+        ('notify = ["boss@example"]', '"boss@example" is not an e-mail address'),
+        ('notify = ["ftp://example.com/x"]', 'unsupported scheme "ftp"; expected an e-mail'),
+        ('notify = ["https://"]', '"https://" has no host; expected e.g.'),
+        ('notify = ["https://hooks example.com/"]', "contains spaces or control characters"),
+        ('notify = ["http://example.com:99999/"]', "is not a valid URL ("),
+        ('notify = ["http://ex_ample.com/"]', "is not a host name or IP address"),
+        ('notify = ["a@example.com", "a@example.com"]', '"a@example.com" is listed twice'),
+        ("notify = [1]", "entry 1 is an integer; expected an e-mail address or an http(s)"),
+        ('notify = "a@example.com"', "expected an array of strings, got a string"),
+        ("notify_missed_rings = 1", "expected a boolean, got an integer"),
+        (
+            'membres = ["101"]',
+            'unknown key; did you mean "members"? allowed keys for type ='
+            ' "queue": type, members, strategy',
+        ),  # fmt: skip
+    ],
+)
+def test_bad_queue_value(tmp_path: Path, music: Path, line: str, expect: str) -> None:
+    text = set_key(QUEUE_FLOW, "team", line)
+    p = only(tmp_path, text)
+    key = line.split("=")[0].strip()
+    assert (p.line, p.key) == (line_of(text, line, after="[block.team]"), f"block.team.{key}")
+    assert expect in p.message
+
+
+@pytest.mark.parametrize(
+    ("drop", "line", "expect"),
+    [
+        ('exit_key = "0"', 'exit_target = "voicemail"',
+         'exit_target is set but exit_key is not, so it would never be used; expected'
+         ' exit_key too (the key that leads there, e.g. "0"), or remove exit_target'),
+        ("max_wait = 300", 'on_timeout = "voicemail"',
+         "on_timeout is set but max_wait is not, so it would never be used"),
+        ("max_callers = 5", 'on_full = ""', "on_full is set but max_callers is not"),
+        ("", "notify_missed_rings = true", "notify_missed_rings is set but notify is not"),
+    ],
+)  # fmt: skip
+def test_queue_key_that_needs_another(
+    tmp_path: Path, music: Path, drop: str, line: str, expect: str
+) -> None:
+    text = set_key(QUEUE_FLOW.replace(f"{drop}\n" if drop else "\0", ""), "team", line)
+    p = only(tmp_path, text)
+    assert (p.line, p.key) == (line_of(text, line), f"block.team.{line.split()[0]}")
+    assert expect in p.message
+    if drop:  # with the key it needs, it loads
+        load_config(write(tmp_path, set_key(text, "team", drop)))
+
+
+def test_queue_member_must_be_a_configured_extension(tmp_path: Path, music: Path) -> None:
+    text = set_key(QUEUE_FLOW, "team", 'members = [\n  "101",\n  "105",\n]')
+    p = only(tmp_path, text)
+    assert (p.line, p.key) == (line_of(text, '"105"'), "block.team.members")
+    assert p.message == '"105" is not a configured extension; expected one of "101" or "102"'
+
+
+@pytest.mark.parametrize("key", ["on_timeout", "on_full", "on_empty", "exit_target", "next"])
+def test_queue_target_must_be_a_block(tmp_path: Path, music: Path, key: str) -> None:
+    line = f'{key} = "voicemial"'
+    text = set_key(QUEUE_FLOW, "team", line)
+    p = only(tmp_path, text)
+    assert (p.line, p.key) == (line_of(text, line), f"block.team.{key}")
+    assert p.message.startswith('unknown block "voicemial"; did you mean "voicemail"? expected')
+    assert p.message.endswith('"closed" or "team" (or "" to hang up)')
+
+
+def test_queue_targets_make_blocks_reachable(tmp_path: Path, music: Path) -> None:
+    text = QUEUE_FLOW + (
+        '\n[block.busy]\ntype = "play"\nprompt = "welcome"\n'
+        '\n[block.gone]\ntype = "hangup"\n'
+        '\n[block.later]\ntype = "voicemail"\n'
+    )
+    found = problems(tmp_path, text)
+    assert [p.key for p in found] == ["block.busy", "block.gone", "block.later"]
+    assert "a queue's on_full/on_empty/exit_target" in found[0].message
+    for line in ['on_full = "busy"', 'on_empty = "gone"', 'exit_target = "later"']:
+        text = set_key(text, "team", line)
+    load_config(write(tmp_path, text))
+
+
+def test_queue_that_sends_callers_round_a_loop(tmp_path: Path, music: Path) -> None:
+    text = set_key(QUEUE_FLOW, "team", 'on_empty = "lunch"') + (
+        '\n[block.lunch]\ntype = "hours"\nschedule = ["mon-fri 13:00-14:00"]\n'
+        'open = "team"\nclosed = "voicemail"\n'
+    )
+    p = only(tmp_path, text)
+    assert (p.line, p.key) == (line_of(text, "[block.team]"), "block.team")
+    assert p.message.startswith(
+        'blocks "team" -> "lunch" -> "team" form a loop in which nothing waits (no prompt,'
+        ' menu, dial or voicemail) (queue "team" sends callers on at once through on_empty,'
+    )
+    # full (max_callers) without on_full: next is taken at once too
+    text = set_key(set_key(text, "team", 'on_empty = "voicemail"'), "team", 'next = "lunch"')
+    assert only(tmp_path, text).message.startswith('blocks "team" -> "lunch" -> "team" form')
+    # after max_wait or a key the caller has waited: fine
+    text = set_key(set_key(text, "team", 'next = ""'), "team", 'on_timeout = "lunch"')
+    load_config(write(tmp_path, set_key(text, "team", 'exit_target = "lunch"')))
+
+
+def test_queue_music_and_greeting_must_play(tmp_path: Path, music: Path) -> None:
+    (music / "default.wav").unlink()
+    p = only(tmp_path, QUEUE_FLOW)  # the default music
+    assert (p.line, p.key) == (line_of(QUEUE_FLOW, "[block.team]"), "block.team.music")
+    assert p.message.startswith("music 'default' not found (looked for ")
+    assert str(music / "default.wav") in p.message
+    assert "expected the name of hold music in media_dir/music" in p.message
+
+    write_wav(music / "default.wav")
+    (music / "jazz.wav").write_bytes(b"no audio")
+    text = set_key(QUEUE_FLOW, "team", 'music = "jazz"')
+    p = only(tmp_path, text)
+    assert (p.line, p.key) == (line_of(text, 'music = "jazz"'), "block.team.music")
+    assert p.message.startswith('music "jazz": cannot read audio file')
+    assert "expected an audio file with sound in it" in p.message
+
+    text = set_key(QUEUE_FLOW, "team", 'music = "sounds/hold.wav"')
+    assert "does not exist" in only(tmp_path, text).message
+    write_wav(tmp_path / "sounds" / "hold.wav")
+    load_config(write(tmp_path, text))
+
+    text = set_key(QUEUE_FLOW, "team", 'greeting = "please-wait"')
+    p = only(tmp_path, text)
+    assert (p.line, p.key) == (
+        line_of(text, "greeting =", after="[block.team]"),
+        "block.team.greeting",
+    )
+    assert p.message.startswith("prompt 'please-wait' not found")
+
+
+# -- [features]
+
+
+def test_features_default_and_written(tmp_path: Path) -> None:
+    from softswitch.config_types import FeaturesConfig
+
+    assert load_config(write(tmp_path, GOOD_EXTENSION)).features == FeaturesConfig()
+    text = '[features]\nqueue_login = "*7#"\nqueue_pause = ""\nlogin_by_registration = false\n'
+    features = load_config(write(tmp_path, text + GOOD_EXTENSION)).features
+    assert features == FeaturesConfig("*7#", "", False)
+    assert features.codes() == {"*7#": "queue_login"}
+
+
+@pytest.mark.parametrize(
+    ("line", "expect"),
+    [
+        ('queue_login = "45"', '"45" is not a feature code; expected "*" followed by 1 to 5'),
+        ('queue_login = "101"', 'the "*" keeps it apart from extension numbers'),
+        ('queue_pause = "*"', '"*" is not a feature code'),
+        ('queue_pause = "*123456"', '"*123456" is not a feature code'),
+        ('queue_pause = "*4a"', '"*4a" is not a feature code'),
+        ("queue_login = 45", 'quote it: queue_login = "45"'),
+        ('queue_pause = "*45"', '"*45" is also queue_login; expected a code of its own'),
+        ('login_by_registration = "yes"', "expected a boolean, got a string"),
+        ('queue_logn = "*45"', 'unknown key; did you mean "queue_login"? allowed keys:'),
+    ],
+)
+def test_bad_feature(tmp_path: Path, line: str, expect: str) -> None:
+    p = only(tmp_path, f"[features]\n{line}\n" + GOOD_EXTENSION)
+    assert (p.line, p.key) == (2, f"features.{line.split()[0]}")
+    assert expect in p.message
+
+
+def test_feature_code_must_not_be_a_number_in_use(tmp_path: Path) -> None:
+    """Digits-only numbers cannot collide with a "*" code, so the check that a code is no
+    extension or entry_number is exercised on built values directly."""
+    from softswitch.config import Context, _check_features
+    from softswitch.config_types import ExtensionConfig, FeaturesConfig, SwitchConfig
+
+    built = {
+        "features": FeaturesConfig(queue_login="*45", queue_pause="*46"),
+        "switch": SwitchConfig(entry="main", entry_number="*46"),
+        "extension": (ExtensionConfig("*45", "", "x"),),
+    }
+    found = list(_check_features(built, Context(tmp_path, {})))
+    assert found == [
+        (("features", "queue_login"), '"*45" is also the number of extension *45; expected a'
+         ' code no extension or entry_number uses, starting with "*"'),
+        (("features", "queue_pause"), '"*46" is also the number of [switch] entry_number;'
+         ' expected a code no extension or entry_number uses, starting with "*"'),
+    ]  # fmt: skip
+    built["switch"] = SwitchConfig(entry="", entry_number="*46")  # no flows: not dialled
+    assert [p for p, *_ in _check_features(built, Context(tmp_path, {}))] == [
+        ("features", "queue_login")
+    ]

@@ -44,6 +44,8 @@ class FakeRouter:
         self.fork = fork
         self.outcomes: list[ForkOutcome] = []
         self.inbound: list[int] = []
+        self.busy: list[tuple[str, str]] = []
+        self.free: list[tuple[str, str]] = []
 
     def is_worker(self, host: str, port: int) -> bool:
         return (host, port) == ("127.0.0.1", 6000)
@@ -62,6 +64,12 @@ class FakeRouter:
 
     def flow_closed(self, peer):
         pass
+
+    def phone_busy(self, label, dialog, context):
+        self.busy.append((label, dialog))
+
+    def phone_free(self, label, dialog):
+        self.free.append((label, dialog))
 
 
 class FakeRegistrar:

@@ -22,6 +22,7 @@ from softswitch.config_types import (
     HoursBlock,
     MenuBlock,
     PlayBlock,
+    QueueBlock,
     ScriptBlock,
     VoicemailBlock,
 )
@@ -156,6 +157,17 @@ async def run_voicemail(call: Call, block: VoicemailBlock, ctx: FlowContext) -> 
     return None
 
 
+async def run_queue(call: Call, block: QueueBlock, ctx: FlowContext) -> str | None:
+    """The call-centre block: wait for an operator; afterwards the caller goes where the
+    queue sent them (timeout, full, empty, exit key) or to `next` ("" hangs up)."""
+    result = await call.queue(block.name)
+    call.vars["queue"] = result
+    if result.answered:
+        return None
+    # A target of "" hangs up; None (not configured) falls back to `next`.
+    return (result.target if result.target is not None else block.next) or None
+
+
 async def run_script(call: Call, block: ScriptBlock, ctx: FlowContext) -> str | None:
     fn = ctx.scripts.get(block.function) or load_function(block.function)
     result = await fn(call)
@@ -178,6 +190,7 @@ RUNNERS: dict[type, Callable[[Call, Any, FlowContext], Awaitable[str | None]]] =
     MenuBlock: run_menu,
     VoicemailBlock: run_voicemail,
     ScriptBlock: run_script,
+    QueueBlock: run_queue,
 }
 
 

@@ -47,6 +47,26 @@ class DialResult:
 
 
 @dataclass(frozen=True)
+class QueueResult:
+    """How a caller's stay in a queue ended.
+
+    status: answered (talked to `agent`; returned when that conversation ended) /
+    timeout (max_wait) / full / empty (nobody logged in) / key (exit key) / failed."""
+
+    status: str
+    queue: str
+    agent: str | None
+    target: str | None  # the block the queue sends the caller to (None: the flow's next)
+    wait_seconds: float
+    talk_seconds: float = 0.0
+    attempts: tuple = ()  # softswitch.acd.Attempt: every operator rung, how long, result
+
+    @property
+    def answered(self) -> bool:
+        return self.status == "answered"
+
+
+@dataclass(frozen=True)
 class Recording:
     path: Path
     seconds: float
@@ -80,6 +100,7 @@ class Call:
         originate: Callable[[Call, list[str], float], Awaitable[DialResult]],
         recording_dir: Path,
         language: str = "en",
+        enqueue: Callable[[Call, str, int | None], Awaitable[QueueResult]] | None = None,
     ) -> None:
         self.call_id = call_id
         self.caller = caller
@@ -92,6 +113,7 @@ class Call:
         self._send = send
         self._resolve_prompt = resolve_prompt
         self._originate = originate
+        self._enqueue = enqueue
         self._recording_dir = recording_dir
         self._loop = asyncio.get_running_loop()
         self._hung_up = self._loop.create_future()
@@ -124,9 +146,13 @@ class Call:
                 fut.close()  # never started: do not leave it un-awaited
             raise CallerHungUp
         task = asyncio.ensure_future(fut)
-        done, _ = await asyncio.wait(
-            {task, self._hung_up}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
+        try:
+            done, _ = await asyncio.wait(
+                {task, self._hung_up}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
         if task in done:
             return task.result()
         task.cancel()
@@ -344,6 +370,22 @@ class Call:
         self.music_off()
         self._detect_inband(False)
         result = await self._originate(self, targets, float(timeout))
+        if self.hung_up:
+            raise CallerHungUp
+        return result
+
+    async def queue(self, name: str, *, priority: int | None = None) -> QueueResult:
+        """Put the caller in call-centre queue `name` (a `[block.NAME] type = "queue"`):
+        hold music, announcements, operators rung by the queue's strategy. Returns when
+        the caller talked to an operator and that conversation ended (`answered`), or
+        when the queue let them go (timeout, full, empty, exit key). Raises CallerHungUp
+        if they hang up, waiting or talking."""
+        if self._enqueue is None:
+            raise RuntimeError("this switch has no call-centre queues")
+        if self.hung_up:
+            raise CallerHungUp
+        self.stop()
+        result = await self._enqueue(self, name, priority)
         if self.hung_up:
             raise CallerHungUp
         return result

@@ -42,6 +42,8 @@ class SessionDeps:
     language: str
     worker_slot: int | None
     clock: Callable[[], float] = time.time
+    # Call.queue(): (session, call, queue, priority) -> QueueResult; None: no queues
+    enqueue: Callable[..., Awaitable[Any]] | None = None
 
 
 class FlowSession:
@@ -139,6 +141,7 @@ class FlowSession:
             originate=self._dial,
             recording_dir=self.deps.recording_dir,
             language=self.deps.language,
+            enqueue=self._enqueue if self.deps.enqueue is not None else None,
         )
         self.task = asyncio.get_running_loop().create_task(self._run(self.call))
 
@@ -195,6 +198,10 @@ class FlowSession:
         log.info("call %s %s -> %s: %s (%s)", self.call_id, self.caller, self.dialed, result, cause)
         if self.on_closed is not None:
             self.on_closed(self)
+
+    async def _enqueue(self, call: Call, queue: str, priority: int | None) -> Any:
+        assert self.deps.enqueue is not None
+        return await self.deps.enqueue(self, call, queue, priority)
 
     # -- dialling ------------------------------------------------------------------------
     async def _dial(self, call: Call, targets: list[str], timeout: float) -> DialResult:

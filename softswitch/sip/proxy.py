@@ -33,6 +33,7 @@ from softswitch.sip.routing import (
     BranchRecord,
     Fork,
     ForkOutcome,
+    ForkWatcher,
     Pending,
     Reject,
     Router,
@@ -137,6 +138,16 @@ class InviteTxn:
     kind: str = "inbound"  # inbound (to a worker) or fork (to phones)
     linger: asyncio.TimerHandle | None = None
     adding: bool = False  # branches are being started: do not finish yet
+    hold_open: bool = False  # a queue caller's fork: stays open with no branch ringing
+    label: str = ""  # inbound: the authenticated caller's extension
+
+    @property
+    def watcher(self) -> ForkWatcher | None:
+        return self.context if isinstance(self.context, ForkWatcher) else None
+
+    @property
+    def finished(self) -> bool:
+        return self.linger is not None
 
 
 @dataclass
@@ -151,6 +162,7 @@ class PhoneDialog:
     local: str  # From of a request to the phone (the worker's side, with its tag)
     remote: str  # To of a request to the phone (the phone's side, with its tag)
     created: float
+    label: str = ""  # the phone's extension (for "is this operator on a call?")
 
 
 class Edge:
@@ -430,7 +442,7 @@ class Edge:
         if isinstance(decision, Reject):
             self._respond(request, source, decision.code, decision.reason)
             return
-        txn = InviteTxn(key=key, request=request, source=source, kind="inbound")
+        txn = InviteTxn(key=key, request=request, source=source, kind="inbound", label=caller)
         self.txns[key] = txn
         txn.last_response = self._send_response(make_response(request, 100), source)
         if isinstance(decision, Pending):
@@ -519,10 +531,17 @@ class Edge:
             self._respond(request, source, decision.code, decision.reason)
             return
         txn = InviteTxn(
-            key=key, request=request, source=source, context=decision.context, kind="fork"
+            key=key,
+            request=request,
+            source=source,
+            context=decision.context,
+            kind="fork",
+            hold_open=decision.hold_open,
         )
         self.txns[key] = txn
         txn.last_response = self._send_response(make_response(request, 100), source)
+        if txn.watcher is not None:
+            self._notify(txn.watcher.fork_started, txn)
         self._add_fork_targets(txn, decision)
 
     def _add_fork_targets(self, txn: InviteTxn, fork: Fork) -> None:
@@ -567,6 +586,21 @@ class Edge:
         )
         record = BranchRecord(label=target.label, contact=target.contact, started=self.clock())
         return self._start_branch(txn, fwd, target.dest, branch, record, ring_timeout)
+
+    def cancel_branches(self, txn: InviteTxn, label: str) -> int:
+        """CANCEL the ringing branches to `label` (one extension may have several
+        phones). Returns how many were cancelled."""
+        count = 0
+        for b in txn.branches:
+            if b.record.label == label and b.state in ("calling", "proceeding"):
+                self._cancel_branch(b)
+                count += 1
+        return count
+
+    def release_fork(self, txn: InviteTxn) -> None:
+        """A held-open fork may finish now (when no branch rings any more)."""
+        txn.hold_open = False
+        self._maybe_finish(txn)
 
     # ----------------------------------------------------------------- INVITE client side
     def _start_branch(
@@ -710,11 +744,31 @@ class Edge:
                     self._cancel_branch(b)
             if code == 100 or txn.final_code is not None:
                 return
+            if b.record.ringing is None:
+                b.record.ringing = self.clock()
+                if txn.watcher is not None:
+                    self._notify(txn.watcher.branch_ringing, b.record, b.record.ringing)
             relayed = self._upstream(resp)
             if relayed is not None:
                 txn.last_response = relayed
             return
         if 200 <= code < 300:
+            if b.record.result == "declined":
+                self._ack_and_bye(b, resp, bye=False)  # a retransmission: ACK it again
+                return
+            if txn.watcher is not None and b.state != "terminated":
+                accepted = True
+                if txn.answered or txn.cancelled or txn.final_code is not None:
+                    accepted = False
+                else:
+                    try:
+                        accepted = bool(txn.watcher.accept_answer(b.record, self.clock()))
+                    except Exception:
+                        log.exception("accept_answer failed: declining the answer")
+                        accepted = False
+                if not accepted:
+                    self._decline_answer(txn, b, resp)
+                    return
             # Every 2xx goes upstream, even a late one from a second branch; the UAC
             # ACKs it (and BYEs the extra dialog). §16.7 step 5.
             first = not txn.answered
@@ -746,6 +800,43 @@ class Edge:
         self._send_ack(b, resp)
         self._on_branch_final(txn, b, resp, synthetic=False)
 
+    def _decline_answer(self, txn: InviteTxn, b: Branch, resp: Response) -> None:
+        """A phone answered a branch its watcher no longer wants (the caller was given to
+        another operator, or left): end that phone's call ourselves, ACK then BYE, and
+        never let the 2xx reach the worker."""
+        b.state = "terminated"
+        self._stop_timers(b)
+        b.record.ended = self.clock()
+        b.record.code = resp.code
+        b.record.result = "declined"
+        self._ack_and_bye(b, resp, bye=True)
+        asyncio.get_running_loop().call_later(TXN_LINGER, self.client_branches.pop, b.branch, None)
+        if txn.watcher is not None:
+            self._notify(txn.watcher.branch_ended, b.record, b.record.ended)
+        self._maybe_finish(txn)
+
+    def _ack_and_bye(self, b: Branch, resp: Response, bye: bool) -> None:
+        req = b.request
+        try:
+            target = resp.contact[0].uri
+        except (IndexError, ValueError):
+            target = req.uri
+        for method, seq in (("ACK", req.cseq.sequence), ("BYE", req.cseq.sequence + 1)):
+            if method == "BYE" and not bye:
+                break
+            msg = Request(method, target)
+            branch = self._branch("decline", method, b.branch)
+            msg.headers.add("Via", self._via_for(b.dest, branch))
+            msg.headers.add("Max-Forwards", "70")
+            msg.headers.add("From", req.headers.get("From") or "")
+            msg.headers.add("To", resp.headers.get("To") or "")
+            msg.headers.add("Call-ID", req.call_id)
+            msg.headers.add("CSeq", f"{seq} {method}")
+            if method == "BYE":
+                msg.headers.add("Reason", 'SIP;cause=200;text="Call completed elsewhere"')
+            msg.headers.add("Content-Length", "0")
+            self.transports.send(bytes(msg), b.dest)
+
     def _remember_dialog(self, txn: InviteTxn, b: Branch, resp: Response) -> None:
         try:
             to_with_tag = resp.headers["To"]
@@ -753,12 +844,16 @@ class Edge:
                 phone, worker = txn.source, b.dest
                 target = str(txn.request.contact[0].uri)
                 local, remote = to_with_tag, txn.request.headers["From"]
+                label = txn.label
             else:  # worker -> phone: the phone is the callee
                 phone, worker = b.dest, txn.source
                 target = str(resp.contact[0].uri)
                 local, remote = b.request.headers["From"], to_with_tag
+                label = b.record.label
         except (KeyError, IndexError, ValueError):
             return
+        if label:
+            self._notify(self.router.phone_busy, label, resp.call_id, txn.context)
         self.dialogs[resp.call_id] = PhoneDialog(
             call_id=resp.call_id,
             worker=(worker.host, worker.port),
@@ -767,16 +862,27 @@ class Edge:
             local=local,
             remote=remote,
             created=self.clock(),
+            label=label,
         )
 
     def worker_gone(self, host: str, port: int) -> int:
         """A media worker died: send BYE to every phone that was in a dialog with it,
         so no phone is left in a call with silence. Returns how many were sent."""
+        for txn in list(self.txns.values()):
+            if (
+                txn.kind == "fork"
+                and (txn.source.host, txn.source.port) == (host, port)
+                and not txn.finished
+            ):
+                txn.cancelled = True
+                for b in txn.branches:
+                    self._cancel_branch(b)
+                self._maybe_finish(txn)
         sent = 0
         for call_id, dialog in list(self.dialogs.items()):
             if dialog.worker != (host, port):
                 continue
-            del self.dialogs[call_id]
+            self._drop_dialog(call_id)
             bye = Request("BYE", URI.parse(dialog.target))
             branch = self._branch("bye", call_id, dialog.target)
             bye.headers.add("Via", self._via_for(dialog.phone, branch))
@@ -795,11 +901,16 @@ class Edge:
         """Forget dialogs whose BYE the edge never saw (a phone that vanished)."""
         for call_id, dialog in list(self.dialogs.items()):
             if now - dialog.created > max_age:
-                del self.dialogs[call_id]
+                self._drop_dialog(call_id)
 
     def _forget_dialog(self, request: Request) -> None:
         if request.method == "BYE":
-            self.dialogs.pop(request.call_id, None)
+            self._drop_dialog(request.call_id)
+
+    def _drop_dialog(self, call_id: str) -> None:
+        dialog = self.dialogs.pop(call_id, None)
+        if dialog is not None and dialog.label:
+            self._notify(self.router.phone_free, dialog.label, call_id)
 
     def _on_branch_final(self, txn: InviteTxn, b: Branch, resp: Response, synthetic: bool) -> None:
         if b.state in ("completed", "terminated"):
@@ -824,7 +935,9 @@ class Edge:
             b.record.result = "failed" if code >= 500 else "rejected"
         loop = asyncio.get_running_loop()
         loop.call_later(TXN_LINGER, self.client_branches.pop, b.branch, None)
-        if code >= 600 and not txn.answered:
+        if txn.watcher is not None:
+            self._notify(txn.watcher.branch_ended, b.record, b.record.ended)
+        if code >= 600 and not txn.answered and txn.watcher is None:
             for other in txn.branches:
                 if other is not b:
                     self._cancel_branch(other)
@@ -847,6 +960,8 @@ class Edge:
     def _maybe_finish(self, txn: InviteTxn, force: bool = False) -> None:
         open_branches = [b for b in txn.branches if b.state in ("calling", "proceeding")]
         if (open_branches or txn.adding) and not force:
+            return
+        if txn.hold_open and not (force or txn.cancelled):
             return
         if txn.linger is not None:
             return  # already finished
@@ -959,6 +1074,7 @@ class Edge:
         txn.cancelled = True
         for b in txn.branches:
             self._cancel_branch(b)
+        self._maybe_finish(txn)  # a held-open fork with nothing ringing ends at once
 
     # ----------------------------------------------------------------- utilities
     @staticmethod

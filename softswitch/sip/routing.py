@@ -53,12 +53,16 @@ class Target:
 
 @dataclass(frozen=True)
 class Fork:
-    """Ring these targets in parallel; each branch is cancelled after `ring_timeout`."""
+    """Ring these targets in parallel; each branch is cancelled after `ring_timeout`
+    (None: never, someone else decides). With `hold_open` the fork stays open when every
+    branch has ended, so branches can be added later (a queue caller's one leg), until
+    the worker cancels it or `Edge.release_fork` is called."""
 
     targets: tuple[Target, ...]
-    ring_timeout: float = 30.0
+    ring_timeout: float | None = 30.0
     from_header: str | None = None  # replaces the worker's From (caller ID), tag kept
     context: object = None
+    hold_open: bool = False
 
 
 @dataclass
@@ -71,12 +75,35 @@ class BranchRecord:
     ended: float | None = None
     code: int | None = None
     result: str = "ringing"  # answered / busy / rejected / no-answer / cancelled / failed
+    #                          declined (a 2xx the watcher refused: ACKed and BYEd)
+    ringing: float | None = None  # first 18x
 
 
 @dataclass
 class ForkOutcome:
     code: int
     branches: list[BranchRecord] = field(default_factory=list)
+
+
+class ForkWatcher:
+    """A fork's context that wants each branch's life, not only the fork's outcome:
+    the ACD decides who wins, so it sees every ring, every end and every 2xx.
+    Subclass it and override what you need; the defaults watch nothing."""
+
+    def fork_started(self, fork: object) -> None:
+        """The edge made the fork (an `InviteTxn`), before its first branch: keep it to
+        add or cancel branches later."""
+
+    def branch_ringing(self, record: BranchRecord, now: float) -> None:
+        """The branch's phone sent its first 18x."""
+
+    def branch_ended(self, record: BranchRecord, now: float) -> None:
+        """The branch ended without being accepted (its record has result and code)."""
+
+    def accept_answer(self, record: BranchRecord, now: float) -> bool:
+        """The branch's phone answered: True connects it (the edge passes the 2xx up and
+        cancels the other branches); False makes the edge ACK and BYE it."""
+        return True
 
 
 class Router(Protocol):
@@ -99,3 +126,10 @@ class Router(Protocol):
 
     def flow_closed(self, peer: Peer) -> None:
         """A phone's TCP connection closed (its bindings over it are dead)."""
+
+    def phone_busy(self, label: str, dialog: str, context: object) -> None:
+        """Extension `label`'s phone is now in dialog `dialog` (a SIP Call-ID) of the
+        INVITE whose context is `context`: it is on a call."""
+
+    def phone_free(self, label: str, dialog: str) -> None:
+        """That dialog ended (BYE seen, worker gone, or forgotten)."""

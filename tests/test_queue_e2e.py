@@ -1,0 +1,244 @@
+"""The call-centre block through a real switch: callers (pjsua2 test phones) dial the
+main number into a queue; operators are test phones registered as extensions. What a
+caller heard is checked by frequency in its recording; what happened, in the queue_log
+rows the switch wrote."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tests.support.audio import band_energy_ratio, dominant_frequency, make_tone
+from tests.support.e2e import registered
+from tests.support.phone import Phone, wait_until
+from tests.switch import EXTENSIONS, RunningSwitch
+
+MUSIC, CALLER_TONE, OPERATOR_TONE, AFTER = 500.0, 700.0, 1100.0, 1500.0
+
+
+def queue_config(tmp: Path, members: list[str], **options: object) -> str:
+    music = make_tone(str(tmp / "music.wav"), MUSIC, 2.0)
+    after = make_tone(str(tmp / "after.wav"), AFTER, 2.0)
+    lines = [
+        "[block.line]",
+        'type = "queue"',
+        "members = [" + ", ".join(f'"{m}"' for m in members) + "]",
+        f'music = "{music}"',
+        'next = "after"',
+    ]
+    for key, value in options.items():
+        if isinstance(value, bool):
+            lines.append(f"{key} = {str(value).lower()}")
+        elif isinstance(value, str):
+            lines.append(f'{key} = "{value}"')
+        else:
+            lines.append(f"{key} = {value}")
+    lines += ["", "[block.after]", 'type = "play"', f'prompt = "{after}"']
+    return "\n".join(lines) + "\n"
+
+
+def start(tmp: Path, members: list[str], **options: object) -> RunningSwitch:
+    return RunningSwitch(
+        tmp, queue_config(tmp, members, **options), entry='"line"', entry_number='"100"'
+    )
+
+
+def queue_log(sw: RunningSwitch, kind: str | None = None) -> list[dict]:
+    with sw.db() as conn:
+        sql = "SELECT * FROM queue_log"
+        args: tuple = ()
+        if kind:
+            sql += " WHERE kind = ?"
+            args = (kind,)
+        return [dict(r) for r in conn.execute(sql + " ORDER BY id", args)]
+
+
+def wait_rows(sw: RunningSwitch, kind: str, count: int = 1, timeout: float = 15.0) -> list[dict]:
+    wait_until(lambda: len(queue_log(sw, kind)) >= count, timeout)
+    return queue_log(sw, kind)
+
+
+def logged_in(sw: RunningSwitch, agent: str) -> bool:
+    state: dict[str, str] = {}
+    for row in queue_log(sw):
+        if row["agent"] == agent and row["kind"] in ("login", "logout"):
+            state[agent] = row["kind"]
+    return state.get(agent) == "login"
+
+
+def record(phone: Phone, call: str, path: Path, seconds: float) -> str:
+    phone.start_recording(call, str(path))
+    time.sleep(seconds)  # the length of the recording
+    phone.stop_recording(call)
+    return str(path)
+
+
+def test_ring_all_rings_every_operator_losers_stop_and_audio_flows(tmp_path, made):
+    sw = start(tmp_path, ["101", "102"], strategy="ring-all")
+    try:
+        op1, op2 = registered(sw, "101", made), registered(sw, "102", made)
+        assert wait_until(lambda: logged_in(sw, "101") and logged_in(sw, "102"))
+        caller = registered(sw, "103", made)
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        in1, in2 = op1.wait_incoming(), op2.wait_incoming()
+        # While both ring, the caller hears the hold music.
+        heard = record(caller, call, tmp_path / "hold.wav", 2.0)
+        assert abs(dominant_frequency(heard) - MUSIC) < 20
+        op2.answer(in2)
+        op2.wait_state(in2, "confirmed")
+        op1.wait_state(in1, "disconnected")  # the loser stops ringing
+        assert op1.last_code(in1) == 487
+        caller.play_tone(call, CALLER_TONE)
+        op2.play_tone(in2, OPERATOR_TONE)
+        got_op = record(op2, in2, tmp_path / "op.wav", 2.0)
+        got_caller = record(caller, call, tmp_path / "caller.wav", 2.0)
+        assert abs(dominant_frequency(got_op) - CALLER_TONE) < 20
+        assert abs(dominant_frequency(got_caller) - OPERATOR_TONE) < 20
+        assert band_energy_ratio(got_caller, MUSIC) < 0.05  # the music stopped
+        caller.hangup(call)
+        op2.wait_state(in2, "disconnected")
+        done = wait_rows(sw, "completed")
+        assert done[0]["agent"] == "102" and done[0]["result"] == "caller"
+        rings = {r["agent"]: r for r in queue_log(sw, "ring")}
+        assert rings["102"]["result"] == "answered"
+        assert rings["101"]["result"] == "cancelled"
+        assert rings["101"]["reason"] == "answered-elsewhere"
+        connected = queue_log(sw, "connected")[0]
+        assert connected["agent"] == "102" and connected["number"] == "103"
+        assert connected["wait"] >= 2.0  # it waited through the 2 s recording at least
+    finally:
+        sw.stop()
+
+
+def test_round_robin_moves_on_after_the_answer_timeout_and_records_the_miss(tmp_path, made):
+    sw = start(tmp_path, ["101", "102"], strategy="round-robin", answer_timeout=2, retry=30)
+    try:
+        op1, op2 = registered(sw, "101", made), registered(sw, "102", made)
+        assert wait_until(lambda: logged_in(sw, "101") and logged_in(sw, "102"))
+        caller = registered(sw, "103", made)
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        first = op1.wait_incoming()  # round robin starts at the first member
+        assert not op2.incoming
+        op1.wait_state(first, "disconnected", timeout=10)  # cancelled at the timeout
+        second = op2.wait_incoming(timeout=10)
+        op2.answer(second)
+        op2.wait_state(second, "confirmed")
+        rings = wait_rows(sw, "ring", 2)
+        assert [(r["agent"], r["result"]) for r in rings] == [
+            ("101", "missed"),
+            ("102", "answered"),
+        ]
+        assert rings[0]["reason"] == "timeout"
+        assert 1.5 < rings[0]["ring_time"] < 5.0  # the 2 s answer timeout, not longer
+        op2.hangup(second)
+        caller.wait_state(call, "disconnected")
+        done = wait_rows(sw, "completed")
+        assert done[0]["result"] == "agent"
+        # The next caller goes to the next operator in turn (101 again after 102).
+        call2 = caller.call("100")
+        caller.wait_state(call2, "confirmed")
+        again = op1.wait_incoming()
+        op1.answer(again)
+        op1.wait_state(again, "confirmed")
+        caller.hangup(call2)
+        op1.wait_state(again, "disconnected")
+    finally:
+        sw.stop()
+
+
+def test_a_waiting_caller_rings_the_operator_when_wrap_up_ends(tmp_path, made):
+    sw = start(tmp_path, ["101"], wrap_up=3)
+    try:
+        op = registered(sw, "101", made)
+        assert wait_until(lambda: logged_in(sw, "101"))
+        c1, c2 = registered(sw, "103", made), registered(sw, "104", made)
+        a = c1.call("100")
+        c1.wait_state(a, "confirmed")
+        first = op.wait_incoming()
+        op.answer(first)
+        op.wait_state(first, "confirmed")
+        b = c2.call("100")  # waits: the only operator is talking
+        c2.wait_state(b, "confirmed")
+        heard = record(c2, b, tmp_path / "wait.wav", 1.5)
+        assert abs(dominant_frequency(heard) - MUSIC) < 20
+        op.hangup(first)
+        c1.wait_state(a, "disconnected")
+        wait_rows(sw, "wrap_up_start")
+        assert not op.incoming  # resting: not rung yet
+        second = op.wait_incoming(timeout=10)
+        ends = wait_rows(sw, "wrap_up_end")
+        assert ends[0]["reason"] == "done"  # it ran its full length
+        op.answer(second)
+        op.wait_state(second, "confirmed")
+        c2.wait_state(b, "confirmed")
+        c2.hangup(b)
+        op.wait_state(second, "disconnected")
+        ring_rows = queue_log(sw, "ring")
+        start_of_second_ring = ring_rows[-1]["ring_start"]
+        assert start_of_second_ring >= ends[0]["time"]  # rung only after the rest
+    finally:
+        sw.stop()
+
+
+def test_closing_the_softphone_logs_the_operator_out(tmp_path, made):
+    sw = start(tmp_path, ["101", "102"])
+    try:
+        op1 = registered(sw, "101", made)
+        op2 = Phone(user="102", password=EXTENSIONS["102"][1], server=sw.server, transport="tcp")
+        made.append(op2)
+        assert op2.register() == 200
+        assert wait_until(lambda: logged_in(sw, "101") and logged_in(sw, "102"))
+        op1.close()  # quitting the softphone unregisters it
+        assert wait_until(lambda: not logged_in(sw, "101"))
+        op2.proc.kill()  # a crash: no unregister, but its TCP connection drops
+        assert wait_until(lambda: not logged_in(sw, "102"))
+        outs = {r["agent"]: r["reason"] for r in queue_log(sw, "logout")}
+        assert outs == {"101": "unregistered", "102": "connection-lost"}
+        # Nobody is logged in: a caller waits with music, nobody rings.
+        caller = registered(sw, "103", made)
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        heard = record(caller, call, tmp_path / "wait.wav", 1.5)
+        assert abs(dominant_frequency(heard) - MUSIC) < 20
+        # The operator comes back: the waiting caller rings them.
+        op1 = registered(sw, "101", made)
+        incoming = op1.wait_incoming(timeout=10)
+        op1.answer(incoming)
+        op1.wait_state(incoming, "confirmed")
+        caller.hangup(call)
+        op1.wait_state(incoming, "disconnected")
+    finally:
+        sw.stop()
+
+
+def test_an_operator_on_a_direct_call_is_never_rung(tmp_path, made):
+    sw = start(tmp_path, ["101", "102"])
+    try:
+        op1, op2 = registered(sw, "101", made), registered(sw, "102", made)
+        other = registered(sw, "105", made)
+        assert wait_until(lambda: logged_in(sw, "101") and logged_in(sw, "102"))
+        direct = op1.call("105")  # 101 talks to 105, not through the queue
+        inc = other.wait_incoming()
+        other.answer(inc)
+        op1.wait_state(direct, "confirmed")
+        caller = registered(sw, "103", made)
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        ringing = op2.wait_incoming()
+        op2.hangup(ringing, 486)  # 102 declines: 101 is still busy, so nobody rings
+        rows = wait_rows(sw, "ring")
+        assert [(r["agent"], r["result"]) for r in rows] == [("102", "rejected")]
+        # 101 hangs up the direct call: now the waiting caller rings 101.
+        op1.hangup(direct)
+        other.wait_state(inc, "disconnected")
+        queued = op1.wait_incoming(timeout=10)
+        op1.answer(queued)
+        op1.wait_state(queued, "confirmed")
+        caller.hangup(call)
+        op1.wait_state(queued, "disconnected")
+        agents = [r["agent"] for r in queue_log(sw, "ring")]
+        assert agents[0] == "102" and agents[-1] == "101"
+    finally:
+        sw.stop()
