@@ -1,4 +1,4 @@
-"""The `softswitch` command: `check`, `run` and `version`.
+"""The `softswitch` command: `check`, `run`, `report` and `version`.
 
 `run` validates the whole config before touching anything (no data dir, no sockets, no
 workers) so a typo never leaves a half-started switch; `check` is the same validation
@@ -8,6 +8,7 @@ without the start, meant for editors, CI and "did my edit break it?" before a re
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import sys
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from softswitch.config_types import Config, ListenAddress
 log = logging.getLogger("softswitch")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+REPORT_NAMES = ("load", "operators", "missed", "staffing")  # softswitch.reports.REPORTS
 
 
 def version() -> str:
@@ -98,6 +100,87 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 130
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """One report over the switch's database; exit 1 on a bad config, 2 when there is
+    no database (or it cannot be read) or the dates are backwards."""
+    import sqlite3
+    import time
+    from zoneinfo import ZoneInfo
+
+    from softswitch import reports
+    from softswitch.store import Store
+
+    _, config = _load(args.config)
+    if config is None:
+        return 1
+    tz = config.switch.timezone
+    last = args.to or dt.datetime.now(ZoneInfo(tz)).date()
+    first = args.since or last
+    if last < first:
+        print(f"softswitch report: --from {first} is after --to {last}", file=sys.stderr)
+        return 2
+    data_dir = Path(args.data_dir) if args.data_dir else config.switch.data_dir
+    db = data_dir / "softswitch.db"
+    if not db.is_file():
+        print(
+            f"softswitch report: no database at {db} (the switch creates it in its "
+            "data_dir on its first run; check --data-dir / [switch] data_dir)",
+            file=sys.stderr,
+        )
+        return 2
+    period = reports.period_for_dates(first, last, tz)
+    try:
+        store = Store(db)
+    except (sqlite3.Error, RuntimeError) as e:
+        print(f"softswitch report: cannot read {db}: {e}", file=sys.stderr)
+        return 2
+    try:
+        data = reports.fetch(store, period.start)
+    finally:
+        store.close()
+    report = reports.build_report(
+        args.report,
+        data,
+        period,
+        queues=args.queue or None,
+        service_seconds=args.service_seconds,
+        target=args.target,
+        extensions=[e.number for e in config.extensions],
+        now=time.time(),
+    )
+    _print(reports.render(report, args.format).rstrip("\n"))
+    return 0
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, not {value!r}") from None
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < 86400:
+        raise argparse.ArgumentTypeError(f"expected seconds (0 or more), not {value!r}")
+    return seconds
+
+
+def _share(value: str) -> float:
+    try:
+        share = float(value)
+    except ValueError:
+        share = 0.0
+    if not 0 < share < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a share between 0 and 1 (e.g. 0.8), not {value!r}"
+        )
+    return share
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"softswitch {version()}")
     return 0
@@ -147,6 +230,59 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", metavar="FILE", help="config file (default: the embedded demo config)"
     )
     run.set_defaults(func=cmd_run)
+
+    report = sub.add_parser(
+        "report",
+        parents=[common],
+        help="call-centre reports: load, operators, missed, staffing",
+        description=(
+            "A report over the switch's queue log (DATA_DIR/softswitch.db), by local day "
+            "and hour in [switch] timezone: load (offered, answered, lost calls, service "
+            "level), operators (working time and results), missed (unanswered callers and "
+            "whether they were reached later), staffing (operators needed per hour, Erlang "
+            "C). See docs/reports.md."
+        ),
+    )
+    report.add_argument("report", choices=REPORT_NAMES)
+    report.add_argument(
+        "--config", metavar="FILE", help="config file (default: the embedded demo config)"
+    )
+    report.add_argument(
+        "--data-dir", metavar="DIR", help="the switch's data directory (default: the config's)"
+    )
+    report.add_argument(
+        "--from",
+        dest="since",
+        type=_date,
+        metavar="YYYY-MM-DD",
+        help="first day (default: the --to day)",
+    )
+    report.add_argument(
+        "--to", type=_date, metavar="YYYY-MM-DD", help="last day, included (default: today)"
+    )
+    report.add_argument(
+        "--queue",
+        action="extend",
+        nargs="+",
+        metavar="NAME",
+        help="only these queues (repeatable; default: all)",
+    )
+    report.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    report.add_argument(
+        "--service-seconds",
+        type=_seconds,
+        default=20.0,
+        metavar="N",
+        help="service level: share of callers answered within N seconds (default 20)",
+    )
+    report.add_argument(
+        "--target",
+        type=_share,
+        default=0.8,
+        metavar="SHARE",
+        help="staffing: service level to reach, 0..1 (default 0.8)",
+    )
+    report.set_defaults(func=cmd_report)
 
     ver = sub.add_parser("version", parents=[common], help="print the version")
     ver.set_defaults(func=cmd_version)

@@ -262,7 +262,7 @@ class Coordinator:
         sw = self.config.switch
         feature = self.config.features.codes().get(dialed)
         if feature is not None:
-            place = self._feature_code(feature, caller)
+            place = self._feature_code(feature, caller, request.call_id)
             if place is None:
                 return Reject(403, "Forbidden (not a queue operator)")
         elif sw.entry and dialed == sw.entry_number:
@@ -324,29 +324,44 @@ class Coordinator:
         self.store.open_call(call_id, started=now, caller=caller, callee=dialed)
         return self._to_worker(worker, call_id, call.leg_a, call)
 
-    def _feature_code(self, feature: str, caller: str):
-        """An operator dialled a feature code (*45 log in/out, *46 pause): do it now and
-        answer with a flow that says what happened. None: the caller is no operator."""
+    def _feature_code(self, feature: str, caller: str, dialog: str):
+        """An operator dialled a feature code (*45 log in/out, *46 pause): once a worker
+        holds the call, do it and answer with a flow that says what happened (at capacity
+        the 503 changes nothing). None: the caller is no operator. While they listen,
+        they are on a call: a queue must not ring them yet."""
         from softswitch.flow.announce import feature_prompt
 
         centre = self.callcentre
         assert centre is not None
         if caller not in centre.agents:
             return None
-        if feature == "queue_login":
-            done = centre.toggle_login(caller, "feature-code")
-        else:
-            done = centre.toggle_pause(caller, "feature-code")
-        log.info("operator %s dialled %s: %s", caller, feature, done)
-        prompt = feature_prompt(done)
-
-        async def confirm(call: Call) -> None:
-            await call.answer()
-            await call.play(prompt)
-            await call.hangup()
 
         def place(caller: str, dialed: str, worker: Worker, now: float) -> ToWorker:
-            return self._place_flow(caller, dialed, worker, now, confirm)
+            centre.phone_busy(caller, dialog)
+            if feature == "queue_login":
+                done = centre.toggle_login(caller, "feature-code")
+            else:
+                done = centre.toggle_pause(caller, "feature-code")
+            log.info("operator %s dialled %s: %s", caller, feature, done)
+            prompt = feature_prompt(done)
+
+            async def confirm(call: Call) -> None:
+                await call.answer()
+                await call.play(prompt)
+                await call.hangup()
+
+            placed = self._place_flow(caller, dialed, worker, now, confirm)
+            session = placed.context
+            assert isinstance(session, FlowSession)
+            closed = session.on_closed
+
+            def free(s: FlowSession) -> None:
+                centre.phone_free(caller, dialog)
+                if closed is not None:
+                    closed(s)
+
+            session.on_closed = free
+            return placed
 
         return place
 

@@ -5,12 +5,13 @@ rows the switch wrote."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
 from tests.support.audio import band_energy_ratio, dominant_frequency, make_tone
 from tests.support.e2e import registered
-from tests.support.phone import Phone, wait_until
+from tests.support.phone import Phone, PhoneError, wait_until
 from tests.switch import EXTENSIONS, RunningSwitch
 
 MUSIC, CALLER_TONE, OPERATOR_TONE, AFTER = 500.0, 700.0, 1100.0, 1500.0
@@ -240,5 +241,323 @@ def test_an_operator_on_a_direct_call_is_never_rung(tmp_path, made):
         op1.wait_state(queued, "disconnected")
         agents = [r["agent"] for r in queue_log(sw, "ring")]
         assert agents[0] == "102" and agents[-1] == "101"
+    finally:
+        sw.stop()
+
+
+def closed_records(sw: RunningSwitch) -> None:
+    """Every call and leg the switch opened is closed (nothing left dangling)."""
+    with sw.db() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM calls WHERE ended IS NULL").fetchone()[0] == 0
+        assert conn.execute("SELECT COUNT(*) FROM legs WHERE ended IS NULL").fetchone()[0] == 0
+
+
+def test_a_caller_hanging_up_at_every_stage_leaves_consistent_records(tmp_path, made):
+    sw = start(tmp_path, ["101", "102"])
+    try:
+        caller = registered(sw, "103", made)
+        # 1. Waiting with nobody logged in.
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        wait_rows(sw, "joined")
+        caller.hangup(call)
+        gone = wait_rows(sw, "abandoned")
+        assert gone[0]["attempts"] is None and gone[0]["number"] == "103"
+        # 2. While both operators' phones ring.
+        op1, op2 = registered(sw, "101", made), registered(sw, "102", made)
+        assert wait_until(lambda: logged_in(sw, "101") and logged_in(sw, "102"))
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        in1, in2 = op1.wait_incoming(), op2.wait_incoming()
+        caller.hangup(call)
+        op1.wait_state(in1, "disconnected")
+        op2.wait_state(in2, "disconnected")
+        gone = wait_rows(sw, "abandoned", 2)
+        assert '"result": "cancelled"' in gone[1]["attempts"]
+        # 3. Talking to an operator.
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        in1, in2 = op1.wait_incoming(), op2.wait_incoming()
+        op1.answer(in1)
+        op1.wait_state(in1, "confirmed")
+        op2.wait_state(in2, "disconnected")
+        caller.hangup(call)
+        op1.wait_state(in1, "disconnected")
+        done = wait_rows(sw, "completed")
+        assert done[0]["result"] == "caller" and done[0]["agent"] == "101"
+        sw.wait_for_call_closed(3)
+        assert wait_until(
+            lambda: (
+                sw.db().execute("SELECT COUNT(*) FROM legs WHERE ended IS NULL").fetchone()[0] == 0
+            )
+        )
+        closed_records(sw)
+        joined = queue_log(sw, "joined")
+        assert len(joined) == 3
+        ends = [r for r in queue_log(sw) if r["kind"] in ("abandoned", "completed", "left")]
+        assert sorted(r["caller"] for r in ends) == sorted(r["caller"] for r in joined)
+    finally:
+        sw.stop()
+
+
+def test_two_operators_answering_at_once_get_one_caller(tmp_path, made):
+    sw = start(tmp_path, ["101", "102"])
+    try:
+        op1, op2 = registered(sw, "101", made), registered(sw, "102", made)
+        assert wait_until(lambda: logged_in(sw, "101") and logged_in(sw, "102"))
+        caller = registered(sw, "103", made)
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        in1, in2 = op1.wait_incoming(), op2.wait_incoming()
+        op1.wait_state(in1, "early")
+        op2.wait_state(in2, "early")
+        op1.answer(in1)
+        with contextlib.suppress(PhoneError):  # the CANCEL may have beaten this answer
+            op2.answer(in2)
+        # Exactly one of them keeps the caller; the other's call ends.
+        assert wait_until(
+            lambda: {op1.state(in1), op2.state(in2)} == {"confirmed", "disconnected"}, 10
+        )
+        winner, wcall = (op1, in1) if op1.state(in1) == "confirmed" else (op2, in2)
+        caller.play_tone(call, CALLER_TONE)
+        got = record(winner, wcall, tmp_path / "w.wav", 1.5)
+        assert abs(dominant_frequency(got) - CALLER_TONE) < 20
+        caller.hangup(call)
+        winner.wait_state(wcall, "disconnected")
+        assert len(wait_rows(sw, "connected")) == 1
+        assert len(wait_rows(sw, "completed")) == 1
+    finally:
+        sw.stop()
+
+
+def dial_code(phone: Phone, code: str) -> None:
+    """Dial a feature code: the switch answers, says what it did, and hangs up."""
+    call = phone.call(code)
+    phone.wait_state(call, "confirmed")
+    phone.wait_state(call, "disconnected")
+
+
+def test_feature_codes_log_in_out_and_pause_and_survive_a_restart(tmp_path, made):
+    sw = start(tmp_path, ["101"])
+    try:
+        op = registered(sw, "101", made)
+        assert wait_until(lambda: logged_in(sw, "101"))
+        dial_code(op, "*45")  # log out
+        assert not logged_in(sw, "101")
+        assert queue_log(sw, "logout")[-1]["reason"] == "feature-code"
+        # A restart keeps the choice although the phone is still registered.
+        sw.restart()
+        caller = registered(sw, "103", made)
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        wait_rows(sw, "joined")
+        assert not logged_in(sw, "101")
+        dial_code(op, "*45")  # log back in: the waiting caller rings at once
+        assert queue_log(sw, "login")[-1]["reason"] == "feature-code"
+        first = op.wait_incoming(timeout=10)
+        op.hangup(first, 486)  # declined: rung again only after `retry`
+        dial_code(op, "*46")  # pause
+        pause = wait_rows(sw, "pause")[-1]
+        assert pause["agent"] == "101" and pause["reason"] == "feature-code"
+        sw.restart()  # the pause survives a restart too
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        wait_rows(sw, "joined", 2)
+        time.sleep(1.0)  # paused: nothing may ring in this second
+        assert not op.incoming
+        dial_code(op, "*46")  # unpause
+        again = op.wait_incoming(timeout=10)
+        op.answer(again)
+        op.wait_state(again, "confirmed")
+        caller.hangup(call)
+        op.wait_state(again, "disconnected")
+    finally:
+        sw.stop()
+
+
+def test_feature_code_from_a_non_operator_is_refused(tmp_path, made):
+    sw = start(tmp_path, ["101"])
+    try:
+        other = registered(sw, "105", made)
+        call = other.call("*45")
+        other.wait_state(call, "disconnected")
+        assert other.last_code(call) == 403
+    finally:
+        sw.stop()
+
+
+def test_leaving_by_exit_key_by_max_wait_and_when_nobody_is_logged_in(tmp_path, made):
+    sw = start(tmp_path, ["101"], exit_key="0", max_wait=3, on_timeout="after")
+    try:
+        caller = registered(sw, "103", made)
+        # The exit key: straight to `next` (the AFTER tone), no operator rung.
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        wait_rows(sw, "joined")
+        caller.send_dtmf(call, "0")
+        left = wait_rows(sw, "left")
+        assert left[0]["result"] == "key"
+        heard = record(caller, call, tmp_path / "after.wav", 1.0)
+        assert abs(dominant_frequency(heard, 0.2) - AFTER) < 20
+        caller.wait_state(call, "disconnected")
+        # max_wait: after 3 s of waiting the caller goes to on_timeout.
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        left = wait_rows(sw, "left", 2)
+        assert left[1]["result"] == "timeout" and left[1]["target"] == "after"
+        assert left[1]["wait"] >= 3.0
+        caller.wait_state(call, "disconnected")
+    finally:
+        sw.stop()
+
+
+def test_on_empty_sends_callers_on_when_nobody_is_logged_in(tmp_path, made):
+    sw = start(tmp_path, ["101"], on_empty="after")
+    try:
+        caller = registered(sw, "103", made)
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        left = wait_rows(sw, "left")
+        assert left[0]["result"] == "empty" and left[0]["target"] == "after"
+        heard = record(caller, call, tmp_path / "after.wav", 1.0)
+        assert abs(dominant_frequency(heard, 0.2) - AFTER) < 20
+    finally:
+        sw.stop()
+
+
+def test_an_operator_who_missed_is_rung_again_on_a_fresh_leg(tmp_path, made):
+    """One operator, round robin: a miss, then the same operator again after `retry`.
+    The second INVITE must be a new dialog (a phone may take a repeat of the first
+    Call-ID/From tag/CSeq for a merged request and answer 482)."""
+    sw = start(tmp_path, ["101"], strategy="round-robin", answer_timeout=2, retry=1)
+    try:
+        op = registered(sw, "101", made)
+        assert wait_until(lambda: logged_in(sw, "101"))
+        caller = registered(sw, "103", made)
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        first = op.wait_incoming()
+        op.wait_state(first, "disconnected", timeout=10)
+        second = op.wait_incoming(timeout=10)
+        assert op.info(first)["call_id"] != op.info(second)["call_id"]
+        op.answer(second)
+        op.wait_state(second, "confirmed")
+        caller.play_tone(call, CALLER_TONE)
+        got = record(op, second, tmp_path / "op.wav", 1.5)
+        assert abs(dominant_frequency(got) - CALLER_TONE) < 20
+        caller.hangup(call)
+        op.wait_state(second, "disconnected")
+        rings = queue_log(sw, "ring")
+        assert [r["result"] for r in rings] == ["missed", "answered"]
+    finally:
+        sw.stop()
+
+
+def test_a_crash_closes_waiting_callers_and_login_sessions_on_restart(tmp_path, made):
+    import signal
+
+    sw = start(tmp_path, ["101"])
+    try:
+        op = registered(sw, "101", made)
+        op.auto_answer(None)  # rings, never answers
+        assert wait_until(lambda: logged_in(sw, "101"))
+        caller = registered(sw, "103", made)
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        op.wait_incoming()
+        before = queue_log(sw)
+        sw.stop(signal.SIGKILL)
+        sw.start()
+        rows = queue_log(sw)
+        assert rows[: len(before)] == before  # nothing recorded was lost
+        closing = rows[len(before) :]
+        kinds = {(r["kind"], r["result"] or r["reason"]) for r in closing}
+        assert ("left", "failed") in kinds
+        assert ("logout", "switch restarted") in kinds
+        assert logged_in(sw, "101")  # still registered: logged in again
+        with sw.db() as conn:
+            assert conn.execute("SELECT COUNT(*) FROM calls WHERE ended IS NULL").fetchone()[0] == 0
+    finally:
+        sw.stop()
+
+
+def test_an_operator_freed_while_others_ring_is_added_to_the_ringing(tmp_path, made):
+    sw = start(tmp_path, ["101", "102"], ring_new_free=True, answer_timeout=30)
+    try:
+        op1, op2 = registered(sw, "101", made), registered(sw, "102", made)
+        other = registered(sw, "105", made)
+        assert wait_until(lambda: logged_in(sw, "101") and logged_in(sw, "102"))
+        direct = op2.call("105")
+        inc = other.wait_incoming()
+        other.answer(inc)
+        op2.wait_state(direct, "confirmed")
+        caller = registered(sw, "103", made)
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        ringing = op1.wait_incoming()
+        op1.wait_state(ringing, "early")
+        op2.hangup(direct)  # 102 becomes free while 101 still rings
+        added = op2.wait_incoming(timeout=10)
+        assert op1.state(ringing) == "early"  # 101 was not interrupted
+        op2.answer(added)
+        op2.wait_state(added, "confirmed")
+        op1.wait_state(ringing, "disconnected")
+        caller.hangup(call)
+        op2.wait_state(added, "disconnected")
+        rings = {r["agent"]: r["result"] for r in wait_rows(sw, "ring", 2)}
+        assert rings == {"101": "cancelled", "102": "answered"}
+    finally:
+        sw.stop()
+
+
+def test_auto_pause_after_misses_until_the_operator_unpauses(tmp_path, made):
+    sw = start(tmp_path, ["101"], auto_pause_after=1, retry=1)
+    try:
+        op = registered(sw, "101", made)
+        assert wait_until(lambda: logged_in(sw, "101"))
+        caller = registered(sw, "103", made)
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        first = op.wait_incoming()
+        op.hangup(first, 603)  # declined: one miss is enough here
+        pause = wait_rows(sw, "pause")[0]
+        assert pause["reason"] == "auto-pause" and pause["agent"] == "101"
+        time.sleep(2.0)  # longer than `retry`: still not rung, being paused
+        assert not op.incoming
+        dial_code(op, "*46")  # unpause
+        again = op.wait_incoming(timeout=10)
+        op.answer(again)
+        op.wait_state(again, "confirmed")
+        caller.hangup(call)
+        op.wait_state(again, "disconnected")
+    finally:
+        sw.stop()
+
+
+def test_announcements_interrupt_the_music_and_it_resumes(tmp_path, made):
+    import numpy as np
+
+    from tests.support.audio import read_mono
+
+    sw = start(tmp_path, ["101"], announce_every=10)
+    try:
+        caller = registered(sw, "103", made)
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        heard = record(caller, call, tmp_path / "wait.wav", 16.0)
+        x, rate = read_mono(heard)
+
+        def music_share(start_s: float, end_s: float) -> float:
+            seg = x[int(start_s * rate) : int(end_s * rate)]
+            seg = seg - seg.mean()
+            power = np.abs(np.fft.rfft(seg)) ** 2
+            freqs = np.fft.rfftfreq(len(seg), 1.0 / rate)
+            return float(power[(freqs > MUSIC - 30) & (freqs < MUSIC + 30)].sum() / power.sum())
+
+        assert music_share(1, 8) > 0.9  # music only
+        # About 10 s after joining, "you are number one" replaces it for a moment ...
+        windows = [music_share(t / 4, t / 4 + 0.5) for t in range(36, 54)]
+        assert min(windows) < 0.3
+        assert music_share(14.5, 15.5) > 0.9  # ... and then it is back
     finally:
         sw.stop()

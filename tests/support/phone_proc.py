@@ -209,6 +209,7 @@ class PhoneProc:
                 "to": header_value(headers, "To"),
                 "request_uri": parts[1] if len(parts) > 1 else "",
                 "headers": {n: v for n, v in headers if n.lower().startswith("x-")},
+                "call_id": header_value(headers, "Call-ID"),
             }
         )
         name = call.name
