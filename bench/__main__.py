@@ -1,6 +1,6 @@
 """`python -m bench` runs every benchmark; `python -m bench NAME [NAME ...]` runs some.
 
-Names: registrations, pdd, cps, concurrent, acd_core. Each (but acd_core, which drives
+Names: registrations, pdd, cps, concurrent, acd_core, queue. Each (but acd_core, which drives
 the ACD core in-process) starts its own switch on free
 127.0.0.1 ports with a generated config in a temp dir (BENCH_KEEP=1 keeps the dir:
 switch.log, data/logs/worker-*.log, SIPp stats and error logs) and stops every process
@@ -20,6 +20,7 @@ BENCHMARKS = {
     "cps": "bench.cps",
     "concurrent": "bench.concurrent",
     "acd_core": "bench.acd_core",
+    "queue": "bench.queue",
 }
 
 
