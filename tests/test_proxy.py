@@ -11,7 +11,7 @@ from sipmessage import Message, Request, Response
 
 from softswitch.sip.message import Peer, make_response
 from softswitch.sip.proxy import Edge
-from softswitch.sip.routing import Fork, ForkOutcome, Reject, Target, ToWorker
+from softswitch.sip.routing import Fork, ForkOutcome, ForkWatcher, Reject, Target, ToWorker
 from softswitch.sip.transport import Listener, Transports
 
 WORKER = Peer("udp", "127.0.0.1", 6000, None, "inside")
@@ -392,3 +392,122 @@ async def test_a_request_carrying_our_own_via_is_a_loop():
     looped = bytes(inv).replace(b"Proxy-Authorization", b"X-Nothing")
     edge.handle(looped, CALLER)
     assert responses(rec.take(), CALLER) == [482]
+
+
+class QueueWatcher(ForkWatcher):
+    """A queue caller's fork context: records what the edge tells it and refuses
+    answers from operators in `refuse`."""
+
+    def __init__(self, refuse: set[str] | None = None) -> None:
+        self.fork = None
+        self.log: list[tuple[str, str, str]] = []
+        self.refuse = refuse or set()
+
+    def fork_started(self, fork):
+        self.fork = fork
+
+    def branch_ringing(self, record, now):
+        self.log.append(("ringing", record.label, record.result))
+
+    def branch_ended(self, record, now):
+        self.log.append(("ended", record.label, record.result))
+
+    def accept_answer(self, record, now):
+        self.log.append(("answer", record.label, record.result))
+        return record.label not in self.refuse
+
+
+OP1 = Target("sip:101@10.0.0.5:5060", PHONE1, "101")
+OP2 = Target("sip:102@10.0.0.6:5062;transport=tcp", PHONE2, "102")
+
+
+async def start_queue_fork(watcher: QueueWatcher):
+    router = FakeRouter(Fork(targets=(), ring_timeout=None, context=watcher, hold_open=True))
+    edge, rec = make_edge(router)
+    edge.handle(worker_invite(), WORKER)
+    assert responses(rec.take(), WORKER) == [100]
+    assert watcher.fork is not None
+    return edge, rec, router
+
+
+async def test_a_held_open_fork_waits_with_no_branch_and_takes_branches_later():
+    watcher = QueueWatcher()
+    edge, rec, router = await start_queue_fork(watcher)
+    edge.add_branch(watcher.fork, OP1, None)
+    ((inv1, _),) = invites(rec.take())
+    edge.handle(reply(inv1, 180, "p1"), PHONE1)
+    assert responses(rec.take(), WORKER) == [180]
+    assert edge.cancel_branches(watcher.fork, "101") == 1
+    assert methods(rec.take(), PHONE1) == ["CANCEL"]
+    edge.handle(reply(inv1, 487, "p1"), PHONE1)
+    sent = rec.take()
+    assert methods(sent, PHONE1) == ["ACK"]
+    assert responses(sent, WORKER) == []  # held open: the worker's leg lives on
+    assert router.outcomes == []
+    assert watcher.log == [("ringing", "101", "ringing"), ("ended", "101", "cancelled")]
+    edge.add_branch(watcher.fork, OP2, None)  # the next operator, same leg
+    ((inv2, _),) = invites(rec.take())
+    edge.handle(reply(inv2, 200, "p2"), PHONE2)
+    sent = rec.take()
+    assert responses(sent, WORKER) == [200]
+    assert watcher.log[-1] == ("answer", "102", "ringing")
+    assert router.outcomes[0].code == 200
+
+
+async def test_an_answer_the_watcher_refuses_is_acked_and_byed_not_passed_up():
+    watcher = QueueWatcher(refuse={"101"})
+    edge, rec, router = await start_queue_fork(watcher)
+    edge.add_branch(watcher.fork, OP1, None)
+    edge.add_branch(watcher.fork, OP2, None)
+    (inv1, _), (inv2, _) = invites(rec.take())
+    edge.handle(reply(inv1, 200, "p1"), PHONE1)
+    sent = rec.take()
+    assert responses(sent, WORKER) == []
+    assert methods(sent, PHONE1) == ["ACK", "BYE"]
+    ack, bye = [m for m, p in sent if p == PHONE1]
+    assert str(ack.uri) == "sip:102@10.0.0.5:5060"  # the 2xx's Contact
+    assert bye.to_address.parameters["tag"] == "p1" and bye.cseq.sequence == 2
+    assert methods(rec.take(), PHONE2) == []  # the other phone still rings
+    edge.handle(reply(inv1, 200, "p1"), PHONE1)  # a retransmission: ACK again only
+    assert methods(rec.take(), PHONE1) == ["ACK"]
+    assert ("ended", "101", "declined") in watcher.log
+    edge.handle(reply(inv2, 200, "p2"), PHONE2)
+    assert responses(rec.take(), WORKER) == [200]
+
+
+async def test_a_second_answer_after_the_first_is_declined_for_a_watched_fork():
+    watcher = QueueWatcher()
+    edge, rec, router = await start_queue_fork(watcher)
+    edge.add_branch(watcher.fork, OP1, None)
+    edge.add_branch(watcher.fork, OP2, None)
+    (inv1, _), (inv2, _) = invites(rec.take())
+    edge.handle(reply(inv1, 200, "p1"), PHONE1)
+    sent = rec.take()
+    assert responses(sent, WORKER) == [200] and methods(sent, PHONE2) == ["CANCEL"]
+    edge.handle(reply(inv2, 200, "p2"), PHONE2)  # crossed the CANCEL
+    sent = rec.take()
+    assert responses(sent, WORKER) == []  # never a second 2xx to the worker
+    assert methods(sent, PHONE2) == ["ACK", "BYE"]
+
+
+async def test_cancelling_a_held_open_fork_with_nothing_ringing_ends_it():
+    watcher = QueueWatcher()
+    edge, rec, router = await start_queue_fork(watcher)
+    cancel = (
+        worker_invite()
+        .replace(b"INVITE sip", b"CANCEL sip")
+        .replace(b"CSeq: 1 INVITE", b"CSeq: 1 CANCEL")
+    )
+    edge.handle(cancel, WORKER)
+    assert responses(rec.take(), WORKER) == [200, 487]
+    assert router.outcomes[0].code == 487
+
+
+async def test_phones_in_dialogs_are_reported_busy_and_free():
+    router = FakeRouter(fork_of())
+    edge, rec, out = await start_fork(router)
+    (inv1, _), _ = out
+    edge.handle(reply(inv1, 200, "p1"), PHONE1)
+    assert router.busy == [("102", "wcall@127.0.0.1")]
+    edge.worker_gone("127.0.0.1", 6000)
+    assert router.free == [("102", "wcall@127.0.0.1")]
