@@ -42,8 +42,10 @@ from softswitch.config_types import (
     FeaturesConfig,
     HangupBlock,
     HoursBlock,
+    HttpConfig,
     ListenAddress,
     MenuBlock,
+    NotifyConfig,
     PlayBlock,
     QueueBlock,
     ScriptBlock,
@@ -1550,8 +1552,94 @@ FEATURES = Section(
     checks=(CrossCheck(("queue_login", "queue_pause"), _feature_codes_differ),),
 )  # fmt: skip
 
+def check_bind_host(value: str, ctx: Context) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise Invalid(
+            f'"{value}" is not an IP address; expected e.g. "127.0.0.1" (this machine only) '
+            'or "0.0.0.0" (every interface)'
+        ) from None
+    return value
+
+
+def check_tokens(value: list[Any], ctx: Context) -> tuple[str, ...]:
+    out: list[str] = []
+    errors: list[tuple[str, KeyPath]] = []
+    for i, token in enumerate(value):
+        if not isinstance(token, str):
+            errors.append((f"entry {i + 1} is {describe_type(token)}; expected a string", (i,)))
+        elif len(token) < 24 or not token.isprintable() or " " in token:
+            errors.append(
+                (
+                    f"entry {i + 1} is too weak; expected at least 24 printable characters "
+                    "without spaces (e.g. from `openssl rand -hex 16`)",
+                    (i,),
+                )
+            )
+        else:
+            out.append(token)
+    if errors:
+        raise Invalid(items=errors)
+    return tuple(out)
+
+
+def check_clock_time(value: str, ctx: Context) -> str:
+    if value == "":
+        return value
+    hh, sep, mm = value.partition(":")
+    if not (sep and hh.isdigit() and mm.isdigit() and len(mm) == 2):
+        raise Invalid(f'"{value}" is not a time; expected "HH:MM" (e.g. "08:00") or "" (off)')
+    if not (0 <= int(hh) <= 23 and 0 <= int(mm) <= 59):
+        raise Invalid(f'"{value}" is not a time of day; expected "00:00" to "23:59"')
+    return f"{int(hh):02d}:{mm}"
+
+
+def check_secret(value: str, ctx: Context) -> str:
+    if value and len(value) < 16:
+        raise Invalid("is too short; expected at least 16 characters, or \"\" to generate one")
+    return value
+
+
+HTTP = Section(
+    name="http",
+    kind="table",
+    cls=HttpConfig,
+    config_attr="http",
+    doc="The HTTP API, event stream and dashboard.",
+    fields=(
+        Field("enabled", (bool,), doc="serve the API and dashboard"),
+        Field("host", (str,), check_bind_host,
+              doc='address to listen on ("127.0.0.1" = this machine only)'),
+        Field("port", (int,), int_range(1, 65535), doc="TCP port"),
+        Field("tokens", (list,), check_tokens, expected="an array of strings",
+              doc="bearer tokens allowed to use the API (none: one is generated)"),
+        Field("max_failures", (int,), int_range(1, 1000),
+              doc="bad tokens from one address before it is refused for a while"),
+        Field("ban_seconds", (int, float), float_range(1, 86400), expected=_SECONDS,
+              doc="how long such an address is refused"),
+    ),
+)  # fmt: skip
+
+NOTIFY = Section(
+    name="notify",
+    kind="table",
+    cls=NotifyConfig,
+    config_attr="notify",
+    doc="Missed-call notifications and daily digests to queue supervisors.",
+    fields=(
+        Field("webhook_secret", (str,), check_secret,
+              doc='HMAC key signing webhook bodies ("" = generated)'),
+        Field("webhook_timeout", (int, float), float_range(1, 120), expected=_SECONDS,
+              doc="seconds one webhook POST may take"),
+        Field("digest_time", (str,), check_clock_time,
+              doc='local time of the daily digest ("" = off)'),
+    ),
+)  # fmt: skip
+
 SCHEMA = Schema(
-    sections=(SWITCH, SMTP, EXTENSION, BLOCK, FEATURES), checks=(_check_flows, _check_features)
+    sections=(SWITCH, SMTP, EXTENSION, BLOCK, FEATURES, HTTP, NOTIFY),
+    checks=(_check_flows, _check_features),
 )
 
 

@@ -67,6 +67,8 @@ class Config:
     blocks: dict[str, Block] = field(default_factory=dict)  # [block.NAME]
     smtp: SmtpConfig = field(default_factory=lambda: SmtpConfig())  # [switch.smtp]
     features: FeaturesConfig = field(default_factory=lambda: FeaturesConfig())  # [features]
+    http: HttpConfig = field(default_factory=lambda: HttpConfig())  # [http]
+    notify: NotifyConfig = field(default_factory=lambda: NotifyConfig())  # [notify]
     source: Path | None = None  # the file it came from, for messages
     # what relative paths in the file are relative to (prompt files of blocks)
     base_dir: Path | None = None
@@ -93,6 +95,34 @@ class SmtpConfig:
     password: str | None = None
     starttls: bool = False
     timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """[http]: the JSON API, its event stream and the dashboard (one aiohttp server)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"  # only this machine unless the admin says otherwise
+    port: int = 8088
+    # Bearer tokens that may use the API; none configured: one is generated into
+    # DATA_DIR/http-token (mode 0600) and printed at start.
+    tokens: tuple[str, ...] = ()
+    # repeated bad tokens from one address: after `max_failures` within `ban_seconds`
+    # that address gets 429 for `ban_seconds`
+    max_failures: int = 10
+    ban_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """[notify]: missed-call notifications and daily digests to queue supervisors
+    (each queue's `notify` list: e-mail addresses and webhook URLs)."""
+
+    # HMAC-SHA256 key that signs webhook bodies (X-Softswitch-Signature); "" means one is
+    # generated into DATA_DIR/webhook-secret (mode 0600)
+    webhook_secret: str = ""
+    webhook_timeout: float = 10.0  # seconds for one POST
+    digest_time: str = "08:00"  # local time of the daily digest of yesterday; "" = off
 
 
 @dataclass(frozen=True)

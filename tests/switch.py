@@ -41,7 +41,14 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
-def write_config(path: Path, port: int, data_dir: Path, extra: str = "", **switch: object) -> None:
+def write_config(
+    path: Path,
+    port: int,
+    data_dir: Path,
+    extra: str = "",
+    http_port: int | None = None,
+    **switch: object,
+) -> None:
     # Switches of tests running side by side get disjoint RTP ranges (400 ports each).
     rtp = switch.pop("rtp_base", 20000 + (port % 100) * 400)
     settings = {
@@ -54,7 +61,8 @@ def write_config(path: Path, port: int, data_dir: Path, extra: str = "", **switc
         "ring_timeout": "10",
     }
     extensions = [(number, name, password) for number, (name, password) in EXTENSIONS.items()]
-    path.write_text(config_text(settings, switch, extensions) + "\n" + extra)
+    http = "" if "[http]" in extra else f"\n[http]\nport = {http_port or free_port()}\n"
+    path.write_text(config_text(settings, switch, extensions) + "\n" + extra + http)
 
 
 def config_text(
@@ -112,7 +120,8 @@ class RunningSwitch:
         self.port = free_port()
         self.data_dir = tmp / "data"
         self.config = tmp / "switch.toml"
-        write_config(self.config, self.port, self.data_dir, extra, **switch)
+        self.http_port = free_port()  # the API and dashboard ([http]) unless `extra` sets it
+        write_config(self.config, self.port, self.data_dir, extra, self.http_port, **switch)
         self.proc: subprocess.Popen | None = None
         self.output: list[str] = []
         self.start()

@@ -1568,3 +1568,37 @@ def test_feature_code_must_not_be_a_number_in_use(tmp_path: Path) -> None:
     assert [p for p, *_ in _check_features(built, Context(tmp_path, {}))] == [
         ("features", "queue_login")
     ]
+
+
+def test_http_and_notify_sections_load_with_defaults_and_values(tmp_path):
+    path = tmp_path / "c.toml"
+    token = "t" * 32
+    path.write_text(
+        GOOD_EXTENSION
+        + f'\n[http]\nhost = "0.0.0.0"\nport = 9000\ntokens = ["{token}"]\n'
+        + '\n[notify]\ndigest_time = "7:30"\nwebhook_timeout = 3\n'
+    )
+    cfg = load_config(path)
+    assert (cfg.http.host, cfg.http.port, cfg.http.tokens) == ("0.0.0.0", 9000, (token,))
+    assert cfg.http.enabled and cfg.http.max_failures == 10
+    assert cfg.notify.digest_time == "07:30" and cfg.notify.webhook_timeout == 3
+
+
+@pytest.mark.parametrize(
+    ("table", "line", "key", "fragment"),
+    [
+        ("http", 'host = "localhost"', "http.host", "is not an IP address"),
+        ("http", 'tokens = ["short"]', "http.tokens", "at least 24 printable characters"),
+        ("http", "port = 0", "http.port", "1"),
+        ("notify", 'digest_time = "25:00"', "notify.digest_time", "not a time of day"),
+        ("notify", 'digest_time = "noon"', "notify.digest_time", '"HH:MM"'),
+        ("notify", 'webhook_secret = "abc"', "notify.webhook_secret", "at least 16"),
+    ],
+)
+def test_http_and_notify_problems_name_the_key(tmp_path, table, line, key, fragment):
+    path = tmp_path / "c.toml"
+    path.write_text(GOOD_EXTENSION + f"\n[{table}]\n{line}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert f"{path}:" in text and key in text and fragment in text
