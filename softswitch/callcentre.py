@@ -333,6 +333,10 @@ class CallCentre:
         try:
             return await qc.run()
         finally:
+            # Whatever ended the stay (a worker death cancels the flow), the core must
+            # not keep ringing operators for a caller nobody is holding any more.
+            if self.acd.caller_view(call.call_id) is not None:
+                self.feed(CallEnded(call.call_id, "switch"))
             self.callers.pop(call.call_id, None)
             self.numbers.pop(call.call_id, None)
 

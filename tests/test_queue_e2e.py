@@ -561,3 +561,36 @@ def test_announcements_interrupt_the_music_and_it_resumes(tmp_path, made):
         assert music_share(14.5, 15.5) > 0.9  # ... and then it is back
     finally:
         sw.stop()
+
+
+def test_a_media_worker_dying_under_a_waiting_caller(tmp_path, made):
+    import os
+    import signal
+
+    sw = start(tmp_path, ["101"])
+    try:
+        op = registered(sw, "101", made)
+        op.auto_answer(None)  # rings, never answers
+        assert wait_until(lambda: logged_in(sw, "101"))
+        caller = registered(sw, "103", made)
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        ringing = op.wait_incoming()
+        for pid in sw.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        caller.wait_state(call, "disconnected", timeout=15)  # the edge's BYE
+        op.wait_state(ringing, "disconnected", timeout=15)  # its branch is cancelled
+        left = wait_rows(sw, "left")
+        assert left[0]["result"] == "removed"
+        sw.wait_for_call_closed(1)
+        # The queue is not haunted: the next caller is served normally.
+        op.auto_answer(200)
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed", timeout=20)
+        answered = op.wait_incoming(timeout=15)
+        op.wait_state(answered, "confirmed")
+        caller.hangup(call)
+        op.wait_state(answered, "disconnected")
+        assert len(wait_rows(sw, "completed")) == 1
+    finally:
+        sw.stop()
