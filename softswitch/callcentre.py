@@ -395,6 +395,8 @@ class QueueCaller(ForkWatcher):
         try:
             result = await call.wait(self.result)
         except CallerHungUp:
+            if self.connected_at is not None:
+                call.outcome = "answered"
             self.centre.feed(CallerLeft(self.id))
             await self._end_leg(487 if self.connected_at is None else 200)
             raise
@@ -662,6 +664,7 @@ class QueueCaller(ForkWatcher):
             # The conversation with the operator is over (or never got going).
             now = self.centre.clock()
             by = "agent" if bridged and msg.get("cause") == "remote" else "switch"
+            self.call.end_cause = "operator hung up" if by == "agent" else "operator leg ended"
             self.centre.feed(CallEnded(self.id, by))
             self._finish(
                 QueueResult(

@@ -137,6 +137,8 @@ def test_round_robin_moves_on_after_the_answer_timeout_and_records_the_miss(tmp_
         caller.wait_state(call, "disconnected")
         done = wait_rows(sw, "completed")
         assert done[0]["result"] == "agent"
+        (record,) = sw.wait_for_call_closed(1)
+        assert (record["result"], record["cause"]) == ("answered", "operator hung up")
         # The next caller goes to the next operator in turn (101 again after 102).
         call2 = caller.call("100")
         caller.wait_state(call2, "confirmed")
@@ -285,7 +287,8 @@ def test_a_caller_hanging_up_at_every_stage_leaves_consistent_records(tmp_path, 
         op1.wait_state(in1, "disconnected")
         done = wait_rows(sw, "completed")
         assert done[0]["result"] == "caller" and done[0]["agent"] == "101"
-        sw.wait_for_call_closed(3)
+        calls = sw.wait_for_call_closed(3)
+        assert [c["result"] for c in calls] == ["abandoned", "abandoned", "answered"]
         assert wait_until(
             lambda: (
                 sw.db().execute("SELECT COUNT(*) FROM legs WHERE ended IS NULL").fetchone()[0] == 0

@@ -128,6 +128,9 @@ class Call:
         self.answered_at: float | None = None
         self.ended_by_switch = False
         self.outcome: str | None = None  # what the flow achieved, for the call record
+        # why the call is ending when the switch hangs up after a connected party left
+        # ("callee hung up", "operator hung up"), for the call record
+        self.end_cause: str | None = None
 
     # -- state ----------------------------------------------------------------------------
     @property

@@ -159,7 +159,8 @@ class FlowSession:
             call.outcome = call.outcome or "failed"
             cause = "flow error"
         if not call.hung_up:
-            cause = "switch hung up" if cause == "flow ended" else cause
+            if cause == "flow ended":
+                cause = call.end_cause or "switch hung up"
             with contextlib.suppress(CallerHungUp):
                 await call.hangup(500 if call.outcome == "failed" and not call.answered else None)
         # wait for the caller's leg to end (its disconnected event closes the record)
@@ -277,6 +278,7 @@ class FlowSession:
         code = end.get("code")
         if answered_at is not None:
             call.outcome = "answered"
+            call.end_cause = "callee hung up"
             self._close_dial_leg(leg, answered_at, end, "callee hung up")
             return DialResult(
                 DialStatus.ANSWERED,
