@@ -597,3 +597,37 @@ def test_a_media_worker_dying_under_a_waiting_caller(tmp_path, made):
         assert len(wait_rows(sw, "completed")) == 1
     finally:
         sw.stop()
+
+
+def test_a_baresip_operator_answers_a_queue_caller_and_they_hear_each_other(tmp_path, made):
+    import pytest
+
+    from tests.support.baresip import BARESIP, Baresip
+
+    if BARESIP is None:
+        pytest.fail("baresip is not installed (.ci/run installs it)")
+    sw = start(tmp_path, ["101"])
+    source = make_tone(str(tmp_path / "op.wav"), OPERATOR_TONE, 30.0)
+    operator = Baresip("101", EXTENSIONS["101"][1], sw.server, source_wav=source)
+    try:
+        assert operator.wait_registered(), operator.log()
+        assert wait_until(lambda: logged_in(sw, "101"))
+        caller = registered(sw, "103", made)
+        call = caller.call("100")
+        caller.wait_state(call, "confirmed")
+        operator.wait_event("CALL_ESTABLISHED")  # auto-answer
+        operator.wait_event("CALL_RTPESTAB")
+        caller.play_tone(call, CALLER_TONE)
+        heard = record(caller, call, tmp_path / "caller.wav", 2.0)
+        assert abs(dominant_frequency(heard) - OPERATOR_TONE) < 20
+        caller.hangup(call)
+        operator.wait_event("CALL_CLOSED")
+        done = wait_rows(sw, "completed")
+        assert (done[0]["agent"], done[0]["result"]) == ("101", "caller")
+        path = operator.recordings().get("dec")
+        assert path is not None
+        assert wait_until(lambda: dominant_frequency(path) > 0, 5)
+        assert abs(dominant_frequency(path) - CALLER_TONE) < 20
+    finally:
+        operator.close()
+        sw.stop()
