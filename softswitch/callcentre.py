@@ -4,7 +4,7 @@ to registrations, the edge's forks and the callers' flow sessions.
 `CallCentre` owns the one `Acd`: it feeds it events (operators logging in by
 registration, feature code or API; phones entering and leaving dialogs; branches
 ringing, answering and failing; callers joining and leaving), runs the core's timers on
-the event loop, stores every `QueueEvent` as a `queue_log` row the moment it happens, and
+the event loop, stores every `acd.QueueEvent` as a `queue_log` row the moment it happens, and
 carries the commands out.
 
 `QueueCaller` is one caller waiting in a queue. It keeps ONE outgoing leg from the
@@ -29,34 +29,8 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from softswitch.acd import (
-    Acd,
-    AcdConfig,
-    AgentBusy,
-    AgentFree,
-    AgentLoggedIn,
-    AgentLoggedOut,
-    AgentPaused,
-    AgentUnpaused,
-    Announce,
-    AutoPaused,
-    BranchAnswered,
-    BranchFailed,
-    BranchRejected,
-    BranchRinging,
-    BranchTimedOut,
-    CallEnded,
-    CallerJoined,
-    CallerLeft,
-    CancelBranch,
-    Command,
-    Connect,
-    Event,
-    ExitKeyPressed,
-    Leave,
-    QueueEvent,
-    RingAgents,
-)
+from softswitch import acd
+from softswitch.acd import Acd, AcdConfig
 from softswitch.config_types import Config, QueueBlock
 from softswitch.flow.call import Call, CallerHungUp, QueueResult
 from softswitch.sip.message import Peer
@@ -101,7 +75,7 @@ class CallCentre:
         self.numbers: dict[str, str] = {}  # caller id -> the caller's number (for rows)
         self.binding_reason = "unregistered"  # why bindings are changing right now
         self.listeners: list[Callable[[dict], None]] = []  # live events (API, tests)
-        self._events: deque[Event] = deque()
+        self._events: deque[acd.Event] = deque()
         self._feeding = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -123,21 +97,21 @@ class CallCentre:
                 continue
             if by_registration and not self.registrar.lookup(agent, now):
                 continue
-            self.feed(AgentLoggedIn(agent, "restart" if wish is not None else "registration"))
+            self.feed(acd.AgentLoggedIn(agent, "restart" if wish is not None else "registration"))
             if wish is not None and wish["pause_reason"]:
-                self.feed(AgentPaused(agent, wish["pause_reason"]))
+                self.feed(acd.AgentPaused(agent, wish["pause_reason"]))
 
     def stop(self) -> None:
         """Clean shutdown: waiting callers and login sessions get their closing rows."""
         for caller in list(self.callers):
-            self.feed(CallEnded(caller, "switch"))
+            self.feed(acd.CallEnded(caller, "switch"))
         for agent in sorted(self.agents):
-            self.feed(AgentLoggedOut(agent, "shutdown"))
+            self.feed(acd.AgentLoggedOut(agent, "shutdown"))
         if self._timer is not None:
             self._timer.cancel()
 
     # -- feeding the core ----------------------------------------------------------------
-    def feed(self, event: Event) -> None:
+    def feed(self, event: acd.Event) -> None:
         """Hand one event to the core and carry out its commands. Re-entrant calls (a
         command whose execution produces another event) are queued and run after."""
         self._events.append(event)
@@ -186,18 +160,18 @@ class CallCentre:
             self._feeding = False
         self._arm()
 
-    def _run(self, commands: list[Command]) -> None:
+    def _run(self, commands: list[acd.Command]) -> None:
         for cmd in commands:
             try:
                 self._execute(cmd)
             except Exception:
                 log.exception("ACD command %r failed", cmd)
 
-    def _execute(self, cmd: Command) -> None:
-        if isinstance(cmd, QueueEvent):
+    def _execute(self, cmd: acd.Command) -> None:
+        if isinstance(cmd, acd.QueueEvent):
             self._store(cmd)
             return
-        if isinstance(cmd, AutoPaused):
+        if isinstance(cmd, acd.AutoPaused):
             log.warning(
                 "operator %s auto-paused after %d missed calls in queue %s",
                 cmd.agent,
@@ -212,18 +186,18 @@ class CallCentre:
         qc = self.callers.get(caller_id) if caller_id else None
         if qc is None:
             return  # wrap-up commands, or a caller already gone
-        if isinstance(cmd, RingAgents):
+        if isinstance(cmd, acd.RingAgents):
             qc.ring(cmd.agents)
-        elif isinstance(cmd, CancelBranch):
+        elif isinstance(cmd, acd.CancelBranch):
             qc.cancel(cmd.agent, cmd.reason)
-        elif isinstance(cmd, Connect):
+        elif isinstance(cmd, acd.Connect):
             qc.connect(cmd.agent)
-        elif isinstance(cmd, Announce):
+        elif isinstance(cmd, acd.Announce):
             qc.announce(cmd.position, cmd.estimated_wait)
-        elif isinstance(cmd, Leave):
+        elif isinstance(cmd, acd.Leave):
             qc.leave(cmd.reason, cmd.target)
 
-    def _store(self, ev: QueueEvent) -> None:
+    def _store(self, ev: acd.QueueEvent) -> None:
         row: dict[str, Any] = {
             k: v for k, v in asdict(ev).items() if v is not None and k not in ("attempts",)
         }
@@ -250,11 +224,11 @@ class CallCentre:
             wish = self.store.agent_status().get(aor)
             if wish is not None and wish["logged_out"]:
                 return
-            self.feed(AgentLoggedIn(aor, "registration"))
+            self.feed(acd.AgentLoggedIn(aor, "registration"))
             if wish is not None and wish["pause_reason"]:
-                self.feed(AgentPaused(aor, wish["pause_reason"]))
+                self.feed(acd.AgentPaused(aor, wish["pause_reason"]))
         else:
-            self.feed(AgentLoggedOut(aor, self.binding_reason))
+            self.feed(acd.AgentLoggedOut(aor, self.binding_reason))
 
     def agent_status(self, agent: str) -> str:
         return self.acd.agent_view(agent).status
@@ -271,12 +245,12 @@ class CallCentre:
             agent, self.clock()
         ):
             log.info("operator %s asked to log in but no phone is registered", agent)
-        self.feed(AgentLoggedIn(agent, how))
+        self.feed(acd.AgentLoggedIn(agent, how))
         return "logged-in"
 
     def logout(self, agent: str, how: str = "api") -> str:
         self.store.set_agent_status(agent, logged_out=True, pause_reason=None, now=self.clock())
-        self.feed(AgentLoggedOut(agent, how))
+        self.feed(acd.AgentLoggedOut(agent, how))
         return "logged-out"
 
     def toggle_pause(self, agent: str, reason: str = "feature-code") -> str:
@@ -291,22 +265,22 @@ class CallCentre:
 
     def pause(self, agent: str, reason: str = "api") -> str:
         self.store.set_agent_status(agent, logged_out=False, pause_reason=reason, now=self.clock())
-        self.feed(AgentPaused(agent, reason))
+        self.feed(acd.AgentPaused(agent, reason))
         return "paused"
 
     def unpause(self, agent: str) -> str:
         self.store.set_agent_status(agent, logged_out=False, pause_reason=None, now=self.clock())
-        self.feed(AgentUnpaused(agent))
+        self.feed(acd.AgentUnpaused(agent))
         return "unpaused"
 
     def phone_busy(self, agent: str, dialog: str) -> None:
         """The operator's phone is in a call that is not a queue call of ours."""
         if agent in self.agents:
-            self.feed(AgentBusy(agent, dialog))
+            self.feed(acd.AgentBusy(agent, dialog))
 
     def phone_free(self, agent: str, dialog: str) -> None:
         if agent in self.agents:
-            self.feed(AgentFree(agent, dialog))
+            self.feed(acd.AgentFree(agent, dialog))
 
     # -- callers -------------------------------------------------------------------------
     def targets(self, agent: str) -> list[Target]:
@@ -336,7 +310,7 @@ class CallCentre:
             # Whatever ended the stay (a worker death cancels the flow), the core must
             # not keep ringing operators for a caller nobody is holding any more.
             if self.acd.caller_view(call.call_id) is not None:
-                self.feed(CallEnded(call.call_id, "switch"))
+                self.feed(acd.CallEnded(call.call_id, "switch"))
             self.callers.pop(call.call_id, None)
             self.numbers.pop(call.call_id, None)
 
@@ -388,7 +362,7 @@ class QueueCaller(ForkWatcher):
         if block.exit_key:
             call._detect_inband(True)
         self.joined_at = self.centre.clock()
-        self.centre.feed(CallerJoined(self.id, block.name, self.priority))
+        self.centre.feed(acd.CallerJoined(self.id, block.name, self.priority))
         keys: asyncio.Task | None = None
         if block.exit_key:
             keys = asyncio.get_running_loop().create_task(self._watch_keys())
@@ -397,7 +371,7 @@ class QueueCaller(ForkWatcher):
         except CallerHungUp:
             if self.connected_at is not None:
                 call.outcome = "answered"
-            self.centre.feed(CallerLeft(self.id))
+            self.centre.feed(acd.CallerLeft(self.id))
             await self._end_leg(487 if self.connected_at is None else 200)
             raise
         finally:
@@ -416,7 +390,7 @@ class QueueCaller(ForkWatcher):
         while not self.result.done():
             digit = await self.call.next_digit(3600)
             if digit is not None and self.connected_at is None:
-                self.centre.feed(ExitKeyPressed(self.id, digit))
+                self.centre.feed(acd.ExitKeyPressed(self.id, digit))
 
     async def _announce(self, prompts: list[str]) -> None:
         with contextlib.suppress(CallerHungUp):
@@ -450,10 +424,8 @@ class QueueCaller(ForkWatcher):
         if view is not None:
             return view.attempts
         rows = self.centre.store.queue_events(caller=self.id, kind="ring")
-        from softswitch.acd import Attempt
-
         return tuple(
-            Attempt(r["agent"], r["ring_start"], r["ring_time"], r["result"]) for r in rows
+            acd.Attempt(r["agent"], r["ring_start"], r["ring_time"], r["result"]) for r in rows
         )
 
     def _finish(self, result: QueueResult) -> None:
@@ -503,7 +475,7 @@ class QueueCaller(ForkWatcher):
             targets = self.centre.targets(agent)
             self.rung.add(agent)
             if not targets:
-                self.centre.feed(BranchFailed(self.id, agent, None, "not registered"))
+                self.centre.feed(acd.BranchFailed(self.id, agent, None, "not registered"))
                 continue
             self.started.add(agent)
             for target in targets:
@@ -575,7 +547,7 @@ class QueueCaller(ForkWatcher):
         agent = record.label
         if self._current(record) and agent in self.started and agent not in self.alerted:
             self.alerted.add(agent)
-            self.centre.feed(BranchRinging(self.id, agent))
+            self.centre.feed(acd.BranchRinging(self.id, agent))
 
     def branch_ended(self, record: BranchRecord, now: float) -> None:
         agent = record.label
@@ -590,13 +562,13 @@ class QueueCaller(ForkWatcher):
         codes = [b.record.code or 0 for b in mine]
         rejected = [c for c in codes if c in REJECTED_CODES]
         if rejected:
-            self.centre.feed(BranchRejected(self.id, agent, rejected[0]))
+            self.centre.feed(acd.BranchRejected(self.id, agent, rejected[0]))
         elif any(c in NO_ANSWER_CODES for c in codes) and not any(
             b.record.result == "failed" for b in mine
         ):
-            self.centre.feed(BranchTimedOut(self.id, agent, codes[0]))
+            self.centre.feed(acd.BranchTimedOut(self.id, agent, codes[0]))
         else:
-            self.centre.feed(BranchFailed(self.id, agent, codes[0] or None, "failed"))
+            self.centre.feed(acd.BranchFailed(self.id, agent, codes[0] or None, "failed"))
 
     def accept_answer(self, record: BranchRecord, now: float) -> bool:
         agent = record.label
@@ -604,7 +576,7 @@ class QueueCaller(ForkWatcher):
             return False
         self.answering = agent
         try:
-            self.centre.feed(BranchAnswered(self.id, agent))
+            self.centre.feed(acd.BranchAnswered(self.id, agent))
         finally:
             self.answering = None
         if self.winner == agent:
@@ -665,7 +637,7 @@ class QueueCaller(ForkWatcher):
             now = self.centre.clock()
             by = "agent" if bridged and msg.get("cause") == "remote" else "switch"
             self.call.end_cause = "operator hung up" if by == "agent" else "operator leg ended"
-            self.centre.feed(CallEnded(self.id, by))
+            self.centre.feed(acd.CallEnded(self.id, by))
             self._finish(
                 QueueResult(
                     status="answered",
@@ -683,11 +655,11 @@ class QueueCaller(ForkWatcher):
             # whatever rang on it is over, not the operators' fault.
             self.failures += 1
             for agent in sorted(self.started):
-                self.centre.feed(BranchFailed(self.id, agent, msg.get("code"), "leg lost"))
+                self.centre.feed(acd.BranchFailed(self.id, agent, msg.get("code"), "leg lost"))
             self.started.clear()
             if self.failures > LEG_RETRIES:
                 log.warning("call %s: queue legs keep failing; leaving the queue", self.id)
-                self.centre.feed(CallEnded(self.id, "switch"))
+                self.centre.feed(acd.CallEnded(self.id, "switch"))
                 self._finish(
                     QueueResult(
                         status="failed",

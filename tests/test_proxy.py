@@ -123,6 +123,15 @@ def worker_invite(branch: str = "z9hG4bKw1") -> bytes:
     ).encode()
 
 
+def worker_cancel() -> bytes:
+    """The worker's CANCEL of `worker_invite()`."""
+    return (
+        worker_invite()
+        .replace(b"INVITE sip", b"CANCEL sip")
+        .replace(b"CSeq: 1 INVITE", b"CSeq: 1 CANCEL")
+    )
+
+
 def reply(request: Request, code: int, tag: str) -> bytes:
     resp = make_response(request, code, to_tag=tag)
     if code == 200:
@@ -241,12 +250,7 @@ async def test_worker_cancel_reaches_every_ringing_phone():
     (inv1, _), (inv2, _) = out
     edge.handle(reply(inv1, 180, "p1"), PHONE1)
     rec.take()
-    cancel = (
-        worker_invite()
-        .replace(b"INVITE sip", b"CANCEL sip")
-        .replace(b"CSeq: 1 INVITE", b"CSeq: 1 CANCEL")
-    )
-    edge.handle(cancel, WORKER)
+    edge.handle(worker_cancel(), WORKER)
     sent = rec.take()
     assert responses(sent, WORKER) == [200]
     assert methods(sent, PHONE1) == ["CANCEL"] and methods(sent, PHONE2) == ["CANCEL"]
@@ -493,12 +497,7 @@ async def test_a_second_answer_after_the_first_is_declined_for_a_watched_fork():
 async def test_cancelling_a_held_open_fork_with_nothing_ringing_ends_it():
     watcher = QueueWatcher()
     edge, rec, router = await start_queue_fork(watcher)
-    cancel = (
-        worker_invite()
-        .replace(b"INVITE sip", b"CANCEL sip")
-        .replace(b"CSeq: 1 INVITE", b"CSeq: 1 CANCEL")
-    )
-    edge.handle(cancel, WORKER)
+    edge.handle(worker_cancel(), WORKER)
     assert responses(rec.take(), WORKER) == [200, 487]
     assert router.outcomes[0].code == 487
 

@@ -456,18 +456,24 @@ def test_an_operator_who_missed_is_rung_again_on_a_fresh_leg(tmp_path, made):
         sw.stop()
 
 
+def waiting_while_101_rings(sw: RunningSwitch, made: list[Phone]):
+    """Operator 101 (whose phone rings and never answers) and caller 103 waiting in the
+    queue while 101 rings: (operator, caller, caller's call, operator's ringing call)."""
+    op = registered(sw, "101", made)
+    op.auto_answer(None)
+    assert wait_until(lambda: logged_in(sw, "101"))
+    caller = registered(sw, "103", made)
+    call = caller.call("100")
+    caller.wait_state(call, "confirmed")
+    return op, caller, call, op.wait_incoming()
+
+
 def test_a_crash_closes_waiting_callers_and_login_sessions_on_restart(tmp_path, made):
     import signal
 
     sw = start(tmp_path, ["101"])
     try:
-        op = registered(sw, "101", made)
-        op.auto_answer(None)  # rings, never answers
-        assert wait_until(lambda: logged_in(sw, "101"))
-        caller = registered(sw, "103", made)
-        call = caller.call("100")
-        caller.wait_state(call, "confirmed")
-        op.wait_incoming()
+        op, caller, call, ringing = waiting_while_101_rings(sw, made)
         before = queue_log(sw)
         sw.stop(signal.SIGKILL)
         sw.start()
@@ -572,13 +578,7 @@ def test_a_media_worker_dying_under_a_waiting_caller(tmp_path, made):
 
     sw = start(tmp_path, ["101"])
     try:
-        op = registered(sw, "101", made)
-        op.auto_answer(None)  # rings, never answers
-        assert wait_until(lambda: logged_in(sw, "101"))
-        caller = registered(sw, "103", made)
-        call = caller.call("100")
-        caller.wait_state(call, "confirmed")
-        ringing = op.wait_incoming()
+        op, caller, call, ringing = waiting_while_101_rings(sw, made)
         for pid in sw.worker_pids():
             os.kill(pid, signal.SIGKILL)
         caller.wait_state(call, "disconnected", timeout=15)  # the edge's BYE
