@@ -280,6 +280,31 @@ class Phone:
         with self.cond:
             return [e for e in self.events if e.get("event") == "dtmf" and e["call"] == call]
 
+    def hold(self, call: str) -> None:
+        """Put the call on hold (re-INVITE, a=sendonly)."""
+        self._rpc("hold", call=call)
+
+    def unhold(self, call: str) -> None:
+        self._rpc("unhold", call=call)
+
+    def transfer(self, call: str, target: str) -> None:
+        """Blind transfer: REFER the other party of `call` to `target`."""
+        self._rpc("xfer", call=call, target=target)
+
+    def transfer_replaces(self, call: str, other: str) -> None:
+        """Attended transfer: REFER the other party of `call` to the party of `other`
+        (Refer-To with Replaces of `other`)."""
+        self._rpc("xfer_replaces", call=call, other=other)
+
+    def events_of(self, kind: str, call: str | None = None) -> list[dict[str, Any]]:
+        """Events of one kind ("xfer_status", "media", ...), of one call if given."""
+        with self.cond:
+            return [
+                e
+                for e in self.events
+                if e.get("event") == kind and (call is None or e.get("call") == call)
+            ]
+
     def stats(self, call: str) -> dict[str, Any] | None:
         return self._rpc("stats", call=call).get("stats")
 

@@ -13,6 +13,7 @@ loop alternates ``libHandleEvents`` with reading stdin, and callbacks from media
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import queue
@@ -39,6 +40,14 @@ from softswitch.media.worker import (
     wait_file_closed,
 )
 
+MEDIA_STATUS = {
+    pj.PJSUA_CALL_MEDIA_NONE: "none",
+    pj.PJSUA_CALL_MEDIA_ACTIVE: "active",
+    pj.PJSUA_CALL_MEDIA_LOCAL_HOLD: "local_hold",
+    pj.PJSUA_CALL_MEDIA_REMOTE_HOLD: "remote_hold",
+    pj.PJSUA_CALL_MEDIA_ERROR: "error",
+}
+
 
 class PhoneCall(pj.Call):
     """A call of the phone; callbacks are forwarded to the phone object."""
@@ -56,6 +65,19 @@ class PhoneCall(pj.Call):
 
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:  # noqa: N802
         self.phone.offthread.put((self.name, str(prm.digit), int(prm.method)))
+
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:  # noqa: N802
+        """NOTIFYs about a transfer this phone asked for (REFER): progress of the
+        transferred call, as the transferee reports it."""
+        self.phone.emit(
+            {
+                "event": "xfer_status",
+                "call": self.name,
+                "code": int(prm.statusCode),
+                "reason": str(prm.reason),
+                "final": bool(prm.finalNotify),
+            }
+        )
 
 
 class PhoneAccount(pj.Account):
@@ -246,6 +268,13 @@ class PhoneProc:
         slot = self.calls.get(name)
         if slot is None:
             return
+        with contextlib.suppress(Exception):
+            for mi in slot.call.getInfo().media:
+                if mi.type == pj.PJMEDIA_TYPE_AUDIO:
+                    self.emit(
+                        {"event": "media", "call": name, "status": MEDIA_STATUS.get(mi.status)}
+                    )
+                    break
         aud = audio_media(slot.call)
         if aud is None:
             return
@@ -348,6 +377,25 @@ class PhoneProc:
             prm.digits = str(msg["digits"])
             prm.method = DTMF_METHODS[str(msg.get("method", "rfc2833"))]
             slot.call.sendDtmf(prm)
+            return {}
+        if cmd == "hold":  # re-INVITE with a=sendonly
+            self.slot(msg).call.setHold(pj.CallOpParam(True))
+            return {}
+        if cmd == "unhold":  # re-INVITE with a=sendrecv
+            prm = pj.CallOpParam(True)
+            prm.opt.flag = pj.PJSUA_CALL_UNHOLD
+            self.slot(msg).call.reinvite(prm)
+            return {}
+        if cmd == "xfer":  # blind transfer: REFER to `target` (a number or sip: URI)
+            target = str(msg["target"])
+            if not target.startswith("sip:"):
+                host, port = self.args.server.rsplit(":", 1)
+                target = f"sip:{target}@{host}:{port}"
+            self.slot(msg).call.xfer(target, pj.CallOpParam(True))
+            return {}
+        if cmd == "xfer_replaces":  # attended: REFER to the other call's party, Replaces
+            dest = self.calls[str(msg["other"])].call
+            self.slot(msg).call.xferReplaces(dest, pj.CallOpParam(True))
             return {}
         if cmd == "stats":
             slot = self.slot(msg)
