@@ -113,7 +113,12 @@ class Switch:
             "ring_timeout": "30",
         }
         extensions = [(n, f"Ext {n}", password(n)) for n in self.numbers]
-        self.config.write_text(config_text(settings, switch, extensions))
+        # the HTTP API on a free port of its own (the default 8088 would clash)
+        http = f"\n[http]\nport = {free_port()}\n"
+        # The load generators send thousands of messages a second from 127.0.0.1, as a
+        # whole office behind one NAT address would: allow-listed, so not rate limited.
+        security = '\n[security]\nallow = ["127.0.0.0/8"]\n'
+        self.config.write_text(config_text(settings, switch, extensions) + http + security)
 
     def check(self) -> None:
         res = subprocess.run(

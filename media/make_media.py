@@ -141,6 +141,11 @@ PROMPTS.update(
             "en": "You are no longer paused.",
             "ru": "Пауза выключена.",
         },
+        # played to both parties before a call recording starts ([recording] announce)
+        "call-recorded": {
+            "en": "This call is recorded.",
+            "ru": "Этот разговор записывается.",
+        },
     }
 )
 

@@ -349,6 +349,7 @@ class QueueCaller(ForkWatcher):
         self.failures = 0
         self.result: asyncio.Future[QueueResult] = asyncio.get_running_loop().create_future()
         self.announcing: asyncio.Task | None = None
+        self.transferring: asyncio.Task | None = None  # following the operator's REFER
         self.leg_ended: asyncio.Future | None = None
 
     # -- the caller's side -----------------------------------------------------------------
@@ -372,6 +373,9 @@ class QueueCaller(ForkWatcher):
             if self.connected_at is not None:
                 call.outcome = "answered"
             self.centre.feed(acd.CallerLeft(self.id))
+            if self.transferring is not None:
+                with contextlib.suppress(asyncio.CancelledError, CallerHungUp):
+                    await asyncio.wait_for(self.transferring, 5.0)
             await self._end_leg(487 if self.connected_at is None else 200)
             raise
         finally:
@@ -586,6 +590,9 @@ class QueueCaller(ForkWatcher):
 
     # worker events of the leg
     def _on_leg_event(self, msg: dict) -> None:
+        if msg.get("event") == "transfer" and self.bridged and self.transferring is None:
+            self._operator_transfers(msg)
+            return
         if msg.get("event") != "state":
             return
         state = msg.get("state")
@@ -603,6 +610,52 @@ class QueueCaller(ForkWatcher):
         if state != "disconnected":
             return
         self._leg_closed(leg, msg)
+
+    def _operator_transfers(self, msg: dict) -> None:
+        """The operator passes the caller on (REFER): their queue call is over (it is
+        counted once, answered by them), a `transfer` row says to whom, and the session
+        follows the transfer until the caller's conversation ends."""
+        leg, target = str(msg.get("leg")), str(msg.get("target"))
+        assert self.winner is not None
+        self.centre.feed(acd.CallEnded(self.id, "transfer"))
+        self.centre.store.add_queue_event(
+            {
+                "time": self.centre.clock(),
+                "kind": "transfer",
+                "queue": self.block.name,
+                "caller": self.id,
+                "number": self.call.caller,
+                "agent": self.winner,
+                "target": target,
+            }
+        )
+        events: asyncio.Queue[dict] = asyncio.Queue()
+        self.session.leg_handlers[leg] = events.put_nowait
+        events.put_nowait(msg)
+        self.transferring = asyncio.get_running_loop().create_task(
+            self._follow_transfer(leg, events)
+        )
+
+    async def _follow_transfer(self, leg: str, events: asyncio.Queue[dict]) -> None:
+        assert self.winner is not None
+        try:
+            end = await self.session.talk(self.call, leg, self.winner, events)
+        except CallerHungUp:
+            return  # run() sees the hang-up itself
+        self._leg_closed(leg, end)  # finishes the stay as answered by the operator
+        self.call.end_cause = "transfer target hung up"
+        now = self.centre.clock()
+        self._finish(
+            QueueResult(
+                status="answered",
+                queue=self.block.name,
+                agent=self.winner,
+                target=None,
+                wait_seconds=(self.connected_at or now) - self.joined_at,
+                talk_seconds=now - (self.connected_at or now),
+                attempts=self._attempts(),
+            )
+        )
 
     def _leg_closed(self, leg: str, msg: dict) -> None:
         deps = self.session.deps

@@ -70,6 +70,20 @@ FAILURES: dict[int, tuple[int, str]] = {
 
 
 @dataclass
+class Transfer:
+    """One transfer in progress: `transferor` (a leg) asked to connect `transferee`
+    (the other leg) to `target`; `leg` is the new leg toward the target."""
+
+    transferor: str
+    transferee: str
+    leg: str
+    target: str
+    transferor_party: str
+    state: str = "calling"  # calling / early / confirmed / ended
+    recall: bool = False  # `leg` calls the transferor back (the target failed)
+
+
+@dataclass
 class ExtensionCall:
     """Extension `caller` dialed extension `callee`; both legs on one worker."""
 
@@ -89,6 +103,14 @@ class ExtensionCall:
     closed: bool = False
     lost_media: bool = False  # the side that ended it stopped sending RTP
     outcome: tuple[str, str, int | None] | None = None
+    music: str = ""  # hold music a transferred party hears while the target rings
+    transfer: Transfer | None = None  # a transfer in progress
+    transfers: list[str] = field(default_factory=list)  # "102 -> 103 (answered)", ...
+    # legs that left the call (a transferor, a picked-up ringing leg): their end only
+    # closes their record, with this (result, cause)
+    retired: dict[str, tuple[str, str]] = field(default_factory=dict)
+    picked_up_by: str = ""  # the extension that answered with call pickup
+    extra_pairs: int = 0  # worker pairs reserved for it besides its own (pickup)
 
     def __post_init__(self) -> None:
         self.leg_a = self.leg_a or f"{self.call_id}-a"
@@ -114,6 +136,35 @@ class ExtensionCall:
 
     def on_state(
         self, leg: str, state: str, code: int | None, cause: str | None, stats: dict | None = None
+    ) -> list[Action]:
+        t = self.transfer
+        if t is not None and leg == t.leg:
+            return self._on_transfer_leg(state, code, cause, stats or {})
+        if leg in self.retired:
+            if state != "disconnected":
+                return []
+            result, why = self.retired.pop(leg)
+            return [LegClosed(leg, result, why, code, stats or {})]
+        if t is not None and leg == t.transferor and state == "disconnected":
+            # The transferor hangs up once it has handed the call on: only its leg ends.
+            t.transferor = ""
+            if leg == self.leg_a:
+                self.a_state = "ended"
+            else:
+                self.b_state = "ended"
+            cause_text = f"{self.party(leg)} transferred the call"
+            return [LegClosed(leg, "answered", cause_text, code, stats or {})]
+        if t is not None and leg == t.transferee and state == "disconnected":
+            # The transferred party hung up while the target rang: stop that too.
+            actions = [WorkerCommand({"cmd": "hangup", "leg": t.leg, "code": 487})]
+            t.recall = True  # nobody to go back to
+            if t.transferor:
+                actions.append(WorkerCommand({"cmd": "hangup", "leg": t.transferor, "code": 200}))
+            return actions + self._on_a_or_b(leg, state, code, cause, stats or {})
+        return self._on_a_or_b(leg, state, code, cause, stats or {})
+
+    def _on_a_or_b(
+        self, leg: str, state: str, code: int | None, cause: str | None, stats: dict
     ) -> list[Action]:
         if leg == self.leg_a:
             return self._on_a(state, code, cause, stats or {})
@@ -218,6 +269,164 @@ class ExtensionCall:
             actions += self._maybe_close()
         return actions
 
+    # -- call pickup -------------------------------------------------------------------
+    @property
+    def ringing(self) -> bool:
+        """The callee's phones ring and nobody answered yet: it can be picked up."""
+        return self.a_state == "ringing" and self.b_state in ("calling", "early")
+
+    def on_pickup(self, leg: str, picker: str, sip_call_id: str | None) -> list[Action]:
+        """`picker` dialled the pickup code; their INVITE reached this call's worker as
+        `leg`: it takes the callee's place, the ringing leg is cancelled, and the caller
+        is answered and bridged to the picker."""
+        if not self.ringing:
+            return [WorkerCommand({"cmd": "hangup", "leg": leg, "code": 481})]
+        old = self.leg_b
+        self.retired[old] = ("cancelled", f"picked up by {picker}")
+        self.picked_up_by = picker
+        self.leg_b, self.callee, self.b_state = leg, picker, "calling"
+        return [
+            LegOpened(leg, "callee", picker, sip_call_id),
+            WorkerCommand({"cmd": "hangup", "leg": old, "code": 487}),
+            WorkerCommand({"cmd": "answer", "leg": leg, "code": 200}),
+        ]
+
+    # -- transfers ---------------------------------------------------------------------
+    def party(self, leg: str) -> str:
+        return self.caller if leg == self.leg_a else self.callee
+
+    def on_transfer(self, leg: str, new_leg: str, target: str) -> list[Action]:
+        """The phone of `leg` sent REFER (blind transfer) to `target`; the worker is
+        already calling the target on `new_leg`. The other party hears hold music
+        until the target answers; then the two are bridged. If the target does not
+        answer, the other party goes back to the transferor (or is called back)."""
+        if not self.bridged or self.transfer is not None or leg not in (self.leg_a, self.leg_b):
+            return [WorkerCommand({"cmd": "hangup", "leg": new_leg, "code": 487})]
+        other = self.leg_b if leg == self.leg_a else self.leg_a
+        self.transfer = Transfer(leg, other, new_leg, target, self.party(leg))
+        actions: list[Action] = [
+            LegOpened(new_leg, "transfer", target),
+            WorkerCommand({"cmd": "unbridge", "a": self.leg_a, "b": self.leg_b}),
+        ]
+        if self.music:
+            actions.append(WorkerCommand({"cmd": "moh_start", "leg": other, "file": self.music}))
+        return actions
+
+    def on_code_transfer(self, leg: str, new_leg: str, target: str, domain: str) -> list[Action]:
+        """The party of `leg` dialled the blind-transfer code and then `target`: the
+        switch places the call to the target itself (no REFER) and lets the transferor
+        go at once; the rest is a blind transfer (hold music, recall on failure)."""
+        actions = self.on_transfer(leg, new_leg, target)
+        if self.transfer is None or self.transfer.leg != new_leg:
+            return actions  # refused (not talking, or a transfer is already running)
+        return actions + [
+            WorkerCommand(
+                {
+                    "cmd": "originate",
+                    "leg": new_leg,
+                    "uri": f"sip:{target}@{domain}",
+                    "headers": {"X-Call": self.call_id, "X-Leg": new_leg},
+                }
+            ),
+            WorkerCommand({"cmd": "hangup", "leg": leg, "code": 200}),
+        ]
+
+    def _on_transfer_leg(
+        self, state: str, code: int | None, cause: str | None, stats: dict
+    ) -> list[Action]:
+        t = self.transfer
+        assert t is not None
+        actions: list[Action] = []
+        if state == "early" and t.state == "calling":
+            t.state = "early"
+        elif state == "confirmed" and t.state in ("calling", "early"):
+            t.state = "confirmed"
+            actions += [
+                LegAnswered(t.leg),
+                WorkerCommand({"cmd": "moh_stop", "leg": t.transferee}),
+                WorkerCommand({"cmd": "bridge", "a": t.transferee, "b": t.leg}),
+            ]
+            if t.transferor:  # normally it hangs up by itself, on the NOTIFY
+                actions.append(WorkerCommand({"cmd": "hangup", "leg": t.transferor, "code": 200}))
+                self.retired[t.transferor] = (
+                    "answered",
+                    f"{t.transferor_party} transferred the call",
+                )
+            self.transfers.append(
+                f"{t.transferor_party} -> {t.target}"
+                + (" (called back)" if t.recall else " (answered)")
+            )
+            # From now on the new leg is the transferor's side of the call.
+            if t.transferee == self.leg_a:
+                self.leg_b, self.callee, self.b_state = t.leg, t.target, "confirmed"
+            else:
+                self.leg_a, self.caller, self.a_state = t.leg, t.target, "confirmed"
+            self.transfer = None
+        elif state == "disconnected":
+            t.state = "ended"
+            relay, result = FAILURES.get(code or 0, (480, "unavailable"))
+            if self.fork_result in ("busy", "no-answer", "unavailable", "rejected"):
+                result = self.fork_result  # the edge saw what each phone said
+            self.fork_result = None
+            actions.append(
+                LegClosed(
+                    t.leg,
+                    result,
+                    f"transfer to {t.target}: {self._why_of(result, t.target)}",
+                    code,
+                    stats,
+                )
+            )
+            self.transfers.append(f"{t.transferor_party} -> {t.target} ({result})")
+            self.transfer = None
+            transferee_state = self.a_state if t.transferee == self.leg_a else self.b_state
+            if transferee_state == "ended":
+                actions += self._maybe_close()  # the transferred party is gone too
+            elif t.recall:
+                # The transferor did not come back either: nobody is left to talk to.
+                actions.append(WorkerCommand({"cmd": "moh_stop", "leg": t.transferee}))
+                actions.append(WorkerCommand({"cmd": "hangup", "leg": t.transferee, "code": 200}))
+            elif t.transferor:
+                # Back to the transferor, who is still on the line.
+                actions += [
+                    WorkerCommand({"cmd": "moh_stop", "leg": t.transferee}),
+                    WorkerCommand({"cmd": "bridge", "a": self.leg_a, "b": self.leg_b}),
+                ]
+            else:
+                actions += self._recall(t)
+        return actions
+
+    def _recall(self, failed: Transfer) -> list[Action]:
+        """The target failed and the transferor has hung up: call the transferor back,
+        so the transferred party is never dropped."""
+        leg = f"{failed.leg}r"
+        self.transfer = Transfer(
+            "",
+            failed.transferee,
+            leg,
+            failed.transferor_party,
+            failed.transferor_party,
+            recall=True,
+        )
+        return [
+            LegOpened(leg, "transfer", failed.transferor_party),
+            WorkerCommand(
+                {
+                    "cmd": "originate",
+                    "leg": leg,
+                    "uri": f"sip:{failed.transferor_party}@{self.callee_uri.split('@', 1)[-1]}",
+                    "headers": {"X-Call": self.call_id, "X-From": self.from_header},
+                }
+            ),
+        ]
+
+    def _why_of(self, result: str, who: str) -> str:
+        callee, self.callee = self.callee, who
+        try:
+            return self._why(result)
+        finally:
+            self.callee = callee
+
     # -- helpers -----------------------------------------------------------------------
     def _maybe_bridge(self) -> list[Action]:
         if self.a_state == "confirmed" and self.b_state == "confirmed" and not self.bridged:
@@ -245,6 +454,8 @@ class ExtensionCall:
         }.get(result, result)
 
     def _maybe_close(self) -> list[Action]:
+        if self.transfer is not None:
+            return []  # its leg still has to end
         if self.a_state != "ended" or self.b_state not in ("ended", "new"):
             return []
         if self.bridged:

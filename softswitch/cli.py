@@ -1,4 +1,4 @@
-"""The `softswitch` command: `check`, `run`, `report` and `version`.
+"""The `softswitch` command: `check`, `run`, `report`, `status` and `version`.
 
 `run` validates the whole config before touching anything (no data dir, no sockets, no
 workers) so a typo never leaves a half-started switch; `check` is the same validation
@@ -181,6 +181,42 @@ def _share(value: str) -> float:
     return share
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the trunks' state as the running switch last wrote it (DATA_DIR/trunks.json)."""
+    import json
+    import os
+
+    file, config = _load(args.config)
+    if config is None:
+        return 1
+    path = Path(args.data_dir or config.switch.data_dir) / "trunks.json"
+    if not config.trunks:
+        print("no [[trunk]] configured")
+        return 0
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        print(f"{path}: no status (is the switch running with this config?)", file=sys.stderr)
+        return 1
+    pid = int(data.get("pid") or 0)
+    try:
+        os.kill(pid, 0)
+        running = pid > 0
+    except OSError:
+        running = False
+    when = dt.datetime.fromtimestamp(float(data.get("updated") or 0)).isoformat(" ", "seconds")
+    state = f"running, pid {pid}" if running else "NOT running: last known state"
+    print(f"softswitch {state}, as of {when}")
+    for t in data.get("trunks", []):
+        line = f"  {t['trunk']:<16} {t['state']:<16} calls {t.get('calls', 0)}"
+        if t.get("address"):
+            line += f"  {t['address']}"
+        if t.get("reason"):
+            line += f"  ({t['reason']})"
+        print(line)
+    return 0 if running else 1
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"softswitch {version()}")
     return 0
@@ -283,6 +319,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="staffing: service level to reach, 0..1 (default 0.8)",
     )
     report.set_defaults(func=cmd_report)
+
+    status = sub.add_parser(
+        "status",
+        parents=[common],
+        help="the trunks' registration state, as the running switch wrote it",
+        description="Each [[trunk]]: registration state, address, calls (docs/trunks.md).",
+    )
+    status.add_argument(
+        "--config", metavar="FILE", help="config file (default: the embedded demo config)"
+    )
+    status.add_argument(
+        "--data-dir", metavar="DIR", help="the switch's data directory (default: the config's)"
+    )
+    status.set_defaults(func=cmd_status)
 
     ver = sub.add_parser("version", parents=[common], help="print the version")
     ver.set_defaults(func=cmd_version)

@@ -48,9 +48,13 @@ from softswitch.config_types import (
     NotifyConfig,
     PlayBlock,
     QueueBlock,
+    RecordingConfig,
+    RouteConfig,
     ScriptBlock,
+    SecurityConfig,
     SmtpConfig,
     SwitchConfig,
+    TrunkConfig,
     VoicemailBlock,
 )
 from softswitch.flow.hours import Schedule, ScheduleError
@@ -801,6 +805,14 @@ def check_music(value: str, ctx: Context) -> str:
     return value
 
 
+def check_hold_music(value: str, ctx: Context) -> str:
+    """[switch] music: like a queue's music, but "" (silence while on hold) is allowed."""
+    return check_music(value, ctx) if value else value
+
+
+RECORD_MODES = ("never", "always", "on-demand")
+
+
 def check_dtmf_key(value: str, ctx: Context) -> str:
     if len(value) != 1 or value not in DTMF_DIGITS:
         raise Invalid(f'"{value}" is not a key on the phone; expected a single digit 0-9,'
@@ -873,6 +885,28 @@ def check_feature_code(value: str, ctx: Context) -> str:
             f'"{value}" is not a feature code; expected "*" followed by 1 to 5 of 0-9, "*"'
             ' and "#" (2 to 6 keys in all, e.g. "*45"; the "*" keeps it apart from extension'
             ' numbers), or "" to turn it off'
+        )
+    return value
+
+
+def check_pickup_group(value: str, ctx: Context) -> str:
+    if value and not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", value):
+        raise Invalid(
+            f'"{value}" is not a group name; expected 1-32 letters, digits, "_", "." or "-"'
+        )
+    return value
+
+
+_INCALL_CODE_RE = re.compile(r"[*#][0-9*#]{1,5}")
+
+
+def check_incall_code(value: str, ctx: Context) -> str:
+    """A code dialled during a call (softswitch/incall.py): "*" or "#" first, so that
+    ordinary digits (a menu of the other side, an account number) never start one."""
+    if value and not _INCALL_CODE_RE.fullmatch(value):
+        raise Invalid(
+            f'"{value}" is not an in-call code; expected "*" or "#" followed by 1 to 5 of'
+            ' 0-9, "*" and "#" (2 to 6 keys in all, e.g. "*1"), or "" to turn it off'
         )
     return value
 
@@ -1088,7 +1122,9 @@ def _check_flows(built: Mapping[str, Any], ctx: Context) -> Iterator[tuple[Any, 
             f'"{switch.entry_number}" is also an extension number; expected a number no'
             " extension uses, so that dialling it reaches the call flow",
         )
-    if blocks and not switch.entry:
+    # blocks where calls from [[trunk]] numbers start (DIDs) are entry points too
+    did_blocks = {b for t in built.get("trunk", ()) for b in t.numbers.values() if b in blocks}
+    if blocks and not switch.entry and not did_blocks:
         yield (
             ("switch", "entry"),
             "[block.NAME] tables are configured but nothing says where a call starts;"
@@ -1124,9 +1160,10 @@ def _check_flows(built: Mapping[str, Any], ctx: Context) -> Iterator[tuple[Any, 
 
     # reachability: a script may continue at any block it likes, so once one is
     # reachable nothing can be called unreachable
-    if switch.entry in blocks:
-        reached = {switch.entry}
-        todo = [switch.entry]
+    starts = did_blocks | ({switch.entry} & set(blocks))
+    if starts:
+        reached = set(starts)
+        todo = list(starts)
         while todo:
             for target in graph[todo.pop()]:
                 if target not in reached:
@@ -1140,7 +1177,7 @@ def _check_flows(built: Mapping[str, Any], ctx: Context) -> Iterator[tuple[Any, 
                         f'block "{name}" is never reached: no way leads to it from the entry'
                         f' block "{switch.entry}"; expected another block to name it (a menu'
                         " option, open/closed, next, on_timeout, on_no_answer or a queue's"
-                        " on_full/on_empty/exit_target), or remove it",
+                        " on_full/on_empty/exit_target), a trunk's numbers, or remove it",
                     )
 
     instant = {n: [t for t in instant_targets(b) if t in blocks] for n, b in blocks.items()}
@@ -1245,6 +1282,29 @@ def _check_music(
             yield (("block", name, "music"), results[music])
 
 
+def _check_hold_music(built: Mapping[str, Any], ctx: Context) -> Iterator[tuple[Any, ...]]:
+    """[switch] music (heard while the other party holds) resolves and plays."""
+    from softswitch import audio
+
+    switch: SwitchConfig = built["switch"]
+    written = ctx.item.get("switch")
+    if not switch.music or not isinstance(written, dict) or "music" not in written:
+        return  # the default: without shipped music the switch holds in silence
+    try:
+        path = audio.resolve_music(switch.music, ctx.base_dir, switch.media_dir)
+    except audio.AudioError as e:  # names the music or file
+        yield (
+            ("switch", "music"),
+            f"{e}; expected the name of hold music in media_dir/music"
+            ' or the shipped media/music ("default"), an audio file, or "" for silence',
+        )
+        return
+    problem = audio.check_audio(path)
+    if problem:
+        yield (("switch", "music"), f'music "{switch.music}": {problem}; expected an audio'
+               " file with sound in it (WAV, FLAC, OGG or MP3)")  # fmt: skip
+
+
 def _check_features(built: Mapping[str, Any], ctx: Context) -> Iterator[tuple[Any, ...]]:
     """A feature code must not be a number that already rings something: an extension,
     or the call flow's entry_number. (The leading "*" rules that out today; this keeps it
@@ -1302,6 +1362,9 @@ SWITCH = Section(
               doc="number that reaches the call flow (2-6 digits, quoted)"),
         Field("media_dir", (str,), check_media_dir,
               doc='directory of prompts, one folder per language ("" = shipped prompts)'),
+        Field("music", (str,), check_hold_music,
+              doc='what the other party hears while a phone holds a call: hold music name'
+                  ' (media/music) or audio file ("" = silence)'),
     ),
     checks=(
         CrossCheck(("workers", "max_workers"), _workers_consistent),
@@ -1309,6 +1372,22 @@ SWITCH = Section(
         CrossCheck(("rtp_ports", "max_workers"), _rtp_fits_workers),
     ),
 )  # fmt: skip
+
+_CLASS_RE = re.compile(r"[a-z0-9_-]{1,32}")
+
+
+def check_call_classes(value: list[Any], ctx: Context) -> tuple[str, ...]:
+    """Call classes of [[route]]s (docs/trunks.md): lower-case names."""
+    what = 'a call class in quotes, e.g. "local"'
+    errors = _string_list(value, what)
+    for i, entry in enumerate(value):
+        if isinstance(entry, str) and not _CLASS_RE.fullmatch(entry):
+            errors.append((f'"{entry}" is not a call class; expected lower-case letters,'
+                           ' digits, "-" and "_", e.g. "national"', (i,)))  # fmt: skip
+    if errors:
+        raise Invalid(items=errors)
+    return tuple(dict.fromkeys(value))
+
 
 EXTENSION = Section(
     name="extension",
@@ -1325,6 +1404,12 @@ EXTENSION = Section(
         Field("password", (str,), check_password, default=REQUIRED,
               doc="SIP digest password"),
         Field("email", (str,), check_email, default=None, doc="voicemail/notification address"),
+        Field("classes", (list,), check_call_classes, expected="an array of strings",
+              doc="call classes of [[route]]s this extension may dial (docs/trunks.md)"),
+        Field("record", (str,), one_of(*RECORD_MODES),
+              doc="record this extension's calls: never, always or on-demand (docs/recording.md)"),
+        Field("pickup_group", (str,), check_pickup_group,
+              doc="extensions of one group may pick up each other's ringing calls (*8)"),
     ),
 )  # fmt: skip
 
@@ -1508,6 +1593,8 @@ QUEUE = Section(
               doc="supervisors told about missed calls: e-mail addresses or http(s) URLs"),
         Field("notify_missed_rings", (bool,),
               doc="also tell them about every ring an operator did not answer"),
+        Field("record", (str,), one_of(*RECORD_MODES),
+              doc="record this queue's calls: never, always or on-demand (docs/recording.md)"),
     ),
     checks=(
         CrossCheck(("exit_target", "exit_key"),
@@ -1548,9 +1635,30 @@ FEATURES = Section(
               doc='code that toggles the caller\'s pause ("" = off)'),
         Field("login_by_registration", (bool,),
               doc="an operator is logged in while their phone is registered"),
+        Field("record_toggle", (str,), check_incall_code,
+              doc='code dialled during a call that starts/stops its recording ("" = off)'),
+        Field("pickup", (str,), check_feature_code,
+              doc='code that answers a call ringing in the caller\'s pickup group ("" = off)'),
+        Field("pickup_directed", (str,), check_feature_code,
+              doc='prefix + extension answers a call ringing there, e.g. "**" ("" = off)'),
     ),
     checks=(CrossCheck(("queue_login", "queue_pause"), _feature_codes_differ),),
 )  # fmt: skip
+
+RECORDING = Section(
+    name="recording",
+    kind="table",
+    cls=RecordingConfig,
+    config_attr="recording",
+    doc="Call recordings; who is recorded is the record key of extensions and queues.",
+    fields=(
+        Field("retention_days", (int,), int_range(0, 36500),
+              doc="days a recording is kept before it is deleted (0 = forever)"),
+        Field("announce", (bool,),
+              doc='both parties hear "this call is recorded" before recording starts'),
+    ),
+)  # fmt: skip
+
 
 def check_bind_host(value: str, ctx: Context) -> str:
     try:
@@ -1597,7 +1705,7 @@ def check_clock_time(value: str, ctx: Context) -> str:
 
 def check_secret(value: str, ctx: Context) -> str:
     if value and len(value) < 16:
-        raise Invalid("is too short; expected at least 16 characters, or \"\" to generate one")
+        raise Invalid('is too short; expected at least 16 characters, or "" to generate one')
     return value
 
 
@@ -1637,9 +1745,431 @@ NOTIFY = Section(
     ),
 )  # fmt: skip
 
+
+def check_networks(value: list[Any], ctx: Context) -> tuple[str, ...]:
+    """CIDR networks ("192.0.2.0/24", "2001:db8::/48") or single addresses, normalised."""
+    errors = _string_list(value, 'a network in quotes, e.g. "192.0.2.0/24"')
+    out: list[str] = []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, str):
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(entry.strip())))
+            continue
+        except ValueError:
+            pass
+        try:
+            network = ipaddress.ip_network(entry.strip(), strict=False)
+        except ValueError:
+            errors.append((f'"{entry}" is not a network; expected an address or CIDR network,'
+                           ' e.g. "192.0.2.0/24" or "2001:db8::/48"', (i,)))  # fmt: skip
+        else:
+            errors.append((f'"{entry}" has host bits set; expected "{network}"', (i,)))
+    if errors:
+        raise Invalid(items=sorted(errors, key=lambda e: e[1]))
+    return tuple(out)
+
+
+def check_user_agents(value: list[Any], ctx: Context) -> tuple[str, ...]:
+    errors = _string_list(value, 'a User-Agent fragment in quotes, e.g. "friendly-scanner"')
+    for i, entry in enumerate(value):
+        if isinstance(entry, str) and len(entry.strip()) < 3:
+            errors.append((f'"{entry}" is too short to match safely; expected at least 3'
+                           " characters", (i,)))  # fmt: skip
+    if errors:
+        raise Invalid(items=sorted(errors, key=lambda e: e[1]))
+    return tuple(v.strip() for v in value)
+
+
+def _connections_consistent(v: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    if v["max_tcp_connections_per_source"] > v["max_tcp_connections"]:
+        yield (
+            "max_tcp_connections_per_source",
+            f"{v['max_tcp_connections_per_source']} is more than max_tcp_connections"
+            f" ({v['max_tcp_connections']}); expected at most that",
+        )
+
+
+_PER_SECOND = "a number per second"
+
+SECURITY = Section(
+    name="security",
+    kind="table",
+    cls=SecurityConfig,
+    config_attr="security",
+    doc="Defences of the SIP edge: bans, rate limits, size limits, scanner filtering.",
+    fields=(
+        Field("ban_after", (int,), int_range(0, 1000),
+              doc="failed digest attempts from one source before it is banned (0 = never)"),
+        Field("ban_window", (int, float), float_range(1, 86400), expected=_SECONDS,
+              doc="seconds in which those failures must fall"),
+        Field("ban_seconds", (int, float), float_range(1, 30 * 86400), expected=_SECONDS,
+              doc="how long a banned source is ignored"),
+        Field("allow", (list,), check_networks, expected="an array of strings",
+              doc="networks never banned nor rate limited (the office)"),
+        Field("max_messages_per_second", (int, float), float_range(0, 1e6),
+              expected=_PER_SECOND, doc="SIP messages per second from one source (0 = off)"),
+        Field("message_burst", (int,), int_range(0, 10**7),
+              doc="messages one source may send at once (0 = twice the rate)"),
+        Field("max_tcp_connects_per_second", (int, float), float_range(0, 1e5),
+              expected=_PER_SECOND, doc="new TCP connections per second from one source (0 = off)"),
+        Field("tcp_connect_burst", (int,), int_range(0, 10**6),
+              doc="new TCP connections one source may open at once (0 = twice the rate)"),
+        Field("max_tcp_connections", (int,), int_range(1, 1_000_000),
+              doc="open TCP connections in all"),
+        Field("max_tcp_connections_per_source", (int,), int_range(1, 1_000_000),
+              doc="open TCP connections from one source"),
+        Field("max_message_size", (int,), int_range(1500, 65535),
+              doc="largest SIP message accepted (bytes)"),
+        Field("max_headers", (int,), int_range(20, 1000), doc="most header lines in a message"),
+        Field("drop_user_agents", (list,), check_user_agents, expected="an array of strings",
+              doc="User-Agent fragments of scanners: such requests are dropped"),
+    ),
+    checks=(
+        CrossCheck(("max_tcp_connections", "max_tcp_connections_per_source"),
+                   _connections_consistent),
+    ),
+)  # fmt: skip
+
+# --------------------------------------------------------------------------- trunks, routes
+# [[trunk]] and [[route]] (docs/trunks.md); the runtime is softswitch/sip/trunk.py and
+# softswitch/routes.py.
+
+_TRUNK_NAME_EXPECTED = 'expected letters, digits, "-" and "_" (at most 64), e.g. "provider"'
+_URI_USER_RE = re.compile(r"[A-Za-z0-9+._~-]{1,64}")
+_DID_RE = re.compile(r"\+?[A-Za-z0-9*#._-]{1,32}")
+_DIAL_RE = re.compile(r"[+0-9*#]{1,20}")
+_CODECS = {"pcmu": "PCMU", "pcma": "PCMA", "g722": "G722", "gsm": "GSM", "ilbc": "iLBC",
+           "speex": "speex"}  # fmt: skip
+
+
+def check_trunk_name(value: str, ctx: Context) -> str:
+    if not _BLOCK_NAME_RE.fullmatch(value):
+        raise Invalid(f'"{value}" is not a trunk or route name; {_TRUNK_NAME_EXPECTED}')
+    return value
+
+
+def check_optional_host(value: str, ctx: Context) -> str:
+    if not value:
+        return value
+    return _host_name_or_ip(
+        value, 'is not a host name or IP address; expected e.g. "sip.provider.example"'
+    )
+
+
+def check_proxy(value: str, ctx: Context) -> str:
+    """Empty, or "host[:port]" (an IPv6 address in brackets)."""
+    if not value:
+        return value
+    expected = 'expected "host" or "host:port", e.g. "sip.provider.example:5060"'
+    if value.startswith("["):
+        host, bracket, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ("" if not rest else "x")
+    else:
+        host, sep, port = value.rpartition(":")
+        if not sep:
+            host, port = value, ""
+        bracket = "]"
+    if not bracket or (port and not (port.isdigit() and 1 <= int(port) <= 65535)):
+        raise Invalid(f'"{value}" is not a proxy address; {expected}')
+    _host_name_or_ip(host, f"is not a host name or IP address; {expected}")
+    return value
+
+
+def check_uri_user(value: str, ctx: Context) -> str:
+    if value and not _URI_USER_RE.fullmatch(value):
+        raise Invalid(f'"{value}" cannot be put in a SIP URI; expected letters, digits and'
+                      ' "+", ".", "_", "~", "-" (at most 64)')  # fmt: skip
+    return value
+
+
+def check_secret_text(value: str, ctx: Context) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value) or '"' in value:
+        raise Invalid("contains control characters or a double quote; expected plain text")
+    if len(value) > 128:
+        raise Invalid(f"is {len(value)} characters long; expected at most 128")
+    return value
+
+
+def check_trunk_allow(value: list[Any], ctx: Context) -> tuple[str, ...]:
+    """CIDR networks ("192.0.2.0/24"), addresses, or "address:port" ("192.0.2.1:5060",
+    "[2001:db8::1]:5060"), normalised."""
+    expected = 'expected a network or address in quotes, e.g. "192.0.2.0/24" or "192.0.2.1:5060"'
+    errors = _string_list(value, expected)
+    out: list[str] = []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, str):
+            continue
+        text = entry.strip()
+        try:
+            out.append(str(ipaddress.ip_network(text, strict=False)))
+            continue
+        except ValueError:
+            pass
+        host, port = "", ""
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else ""
+        elif text.count(":") == 1:
+            host, _, port = text.partition(":")
+        try:
+            addr = ipaddress.ip_address(host)
+            if not (port.isdigit() and 1 <= int(port) <= 65535):
+                raise ValueError
+        except ValueError:
+            errors.append((f'"{entry}" is not a network or address:port; {expected}', (i,)))
+            continue
+        out.append(f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}")
+    if errors:
+        raise Invalid(items=sorted(errors, key=lambda e: e[1]))
+    return tuple(out)
+
+
+def check_numbers(value: dict[str, Any], ctx: Context) -> dict[str, str]:
+    """DID -> entry block name (that the block exists is a global check)."""
+    errors: list[tuple[str, KeyPath]] = []
+    for did, target in value.items():
+        if not _DID_RE.fullmatch(did):
+            errors.append((f'"{did}" is not a number; expected digits with an optional'
+                           ' leading "+", e.g. "+74951234567"', (did,)))  # fmt: skip
+        elif not isinstance(target, str) or not target:
+            errors.append((f'number "{did}" is {describe_type(target)}; expected the name of'
+                           f' the block its calls start at, e.g. "{did}" = "main"',
+                           (did,)))  # fmt: skip
+    if errors:
+        raise Invalid(items=errors)
+    return dict(value)
+
+
+def check_codecs(value: list[Any], ctx: Context) -> tuple[str, ...]:
+    known = _or_list(list(_CODECS.values()))
+    errors = _string_list(value, f"a codec name, one of {known}")
+    out: list[str] = []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, str):
+            continue
+        name = _CODECS.get(entry.strip().lower())
+        if name is None:
+            errors.append((f'"{entry}" is not a codec the media workers have; expected'
+                           f" {known}", (i,)))  # fmt: skip
+        elif name not in out:
+            out.append(name)
+    if errors:
+        raise Invalid(items=errors)
+    return tuple(out)
+
+
+def _digits(most: int, example: str) -> Checker:
+    def check(value: str, ctx: Context) -> str:
+        if value and not re.fullmatch(rf"[0-9]{{1,{most}}}", value):
+            raise Invalid(f'"{value}" is not {most} digits or fewer; expected e.g. "{example}"')
+        return value
+
+    return check
+
+
+def _trunk_consistent(v: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    if v["register"] and not v["host"]:
+        yield ("register", "a registration needs the provider: expected host as well")
+    if v["register"] and not (v["username"] and v["password"]):
+        yield ("register", "a registration needs credentials: expected username and password")
+    if not v["host"] and not v["allow"] and not v["anonymous"]:
+        yield ("host", "the trunk names no provider and no source of calls; expected host,"
+                       " allow or anonymous = true")  # fmt: skip
+
+
+def _national_needs_country(v: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    if v["caller_id_format"] == "national" and not v["country_code"]:
+        yield ("country_code", 'caller_id_format = "national" needs the country code;'
+                               ' expected e.g. country_code = "7"')  # fmt: skip
+
+
+TRUNK = Section(
+    name="trunk",
+    kind="array",
+    cls=TrunkConfig,
+    config_attr="trunks",
+    label="trunk",
+    unique=("name",),
+    doc="SIP providers: registration, where their calls come from, numbers (DIDs).",
+    fields=(
+        Field("name", (str,), check_trunk_name, default=REQUIRED,
+              doc="name used by routes, logs and call records"),
+        Field("host", (str,), check_optional_host,
+              doc="the provider's SIP domain or address (request URIs, registration)"),
+        Field("port", (int,), int_range(1, 65535), doc="the provider's SIP port"),
+        Field("proxy", (str,), check_proxy,
+              doc='"host[:port]" requests are sent to ("" = host:port)'),
+        Field("transport", (str,), one_of("udp", "tcp"), doc="udp or tcp"),
+        Field("username", (str,), check_uri_user,
+              doc="account name: registration, From of outside calls by default"),
+        Field("auth_username", (str,), check_uri_user,
+              doc='digest user name if it is not username ("" = username)'),
+        Field("password", (str,), check_secret_text, doc="digest password"),
+        Field("realm", (str,), check_secret_text,
+              doc='realm whose challenges are answered ("" = any)'),
+        Field("register", (bool,), doc="keep a registration with the provider"),
+        Field("expires", (int,), int_range(60, 86400), doc="registration time asked for (s)"),
+        Field("allow", (list,), check_trunk_allow, expected="an array of strings",
+              doc='where its calls come from: "CIDR" or "address:port" (default: host)'),
+        Field("anonymous", (bool,),
+              doc="accept calls to its numbers from any source, unauthenticated"),
+        Field("numbers", (dict,), check_numbers, expected="a table",
+              doc='DID -> block its calls start at, e.g. { "+74951234567" = "main" }'),
+        Field("codecs", (list,), check_codecs, expected="an array of strings",
+              doc="codecs offered to the provider, in order (default: the workers' own)"),
+        Field("caller_id_format", (str,), one_of("e164", "international", "national", "as-is"),
+              doc="how numbers are written to/read from the provider"),
+        Field("country_code", (str,), _digits(3, "7"), doc="country code (national format)"),
+        Field("national_prefix", (str,), _digits(4, "8"),
+              doc="prefix of national numbers (national format)"),
+        Field("international_prefix", (str,), _digits(4, "810"),
+              doc="prefix of foreign numbers the provider sends"),
+        Field("max_calls", (int,), int_range(0, 100000),
+              doc="concurrent calls through the trunk, both ways (0 = no limit)"),
+        Field("response_timeout", (int, float), float_range(1, 60), expected=_SECONDS,
+              doc="seconds without any answer from the provider before the next trunk"),
+    ),
+    checks=(
+        CrossCheck(("register", "host", "username", "password", "allow", "anonymous"),
+                   _trunk_consistent),
+        CrossCheck(("caller_id_format", "country_code"), _national_needs_country),
+    ),
+)  # fmt: skip
+
+
+def check_prefixes(value: list[Any], ctx: Context) -> tuple[str, ...]:
+    what = 'a number prefix in quotes, e.g. "8495"'
+    errors = _string_list(value, what)
+    for i, entry in enumerate(value):
+        if isinstance(entry, str) and not _DIAL_RE.fullmatch(entry):
+            errors.append((f'"{entry}" is not a number prefix; expected {what}', (i,)))
+    if errors:
+        raise Invalid(items=errors)
+    return tuple(value)
+
+
+def check_pattern(value: str, ctx: Context) -> str:
+    if not value:
+        return value
+    if len(value) > 200:
+        raise Invalid(f"is {len(value)} characters long; expected at most 200")
+    try:
+        re.compile(value)
+    except re.error as e:
+        raise Invalid(f"is not a regular expression ({e}); expected e.g."
+                      ' "8[0-9]{10}"') from None  # fmt: skip
+    return value
+
+
+def check_prepend(value: str, ctx: Context) -> str:
+    if value and not _DIAL_RE.fullmatch(value):
+        raise Invalid(f'"{value}" is not digits; expected e.g. "+7" or "8"')
+    return value
+
+
+def check_caller_id(value: str, ctx: Context) -> str:
+    if value and not re.fullmatch(r"\+?[0-9]{1,20}", value.replace("{ext}", "0")):
+        raise Invalid(f'"{value}" is not a number; expected e.g. "+74951234567" or'
+                      ' "+7495123{ext}" ({ext} is the caller\'s extension)')  # fmt: skip
+    return value
+
+
+def check_route_trunks(value: list[Any], ctx: Context) -> tuple[str, ...]:
+    if not value:
+        raise Invalid('the list is empty; expected the trunks to try, in order, e.g. ["main"]')
+    errors = _string_list(value, "a trunk name in quotes")
+    if errors:
+        raise Invalid(items=errors)
+    return tuple(value)
+
+
+def check_call_class(value: str, ctx: Context) -> str:
+    if not _CLASS_RE.fullmatch(value):
+        raise Invalid(f'"{value}" is not a call class; expected e.g. "local", "national" or'
+                      ' "international"')  # fmt: skip
+    return value
+
+
+def _route_matches_something(v: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    if not v["prefixes"] and not v["pattern"]:
+        yield ("prefixes", "the route matches no number; expected prefixes or pattern")
+
+
+ROUTE = Section(
+    name="route",
+    kind="array",
+    cls=RouteConfig,
+    config_attr="routes",
+    label="route",
+    unique=("name",),
+    doc="Outside calls: which dialled numbers go over which trunks, for whom.",
+    fields=(
+        Field("name", (str,), check_trunk_name, default=REQUIRED, doc="name for logs"),
+        Field("prefixes", (list,), check_prefixes, expected="an array of strings",
+              doc="the dialled number starts with one of these"),
+        Field("pattern", (str,), check_pattern,
+              doc="or matches this regular expression (the whole number)"),
+        Field("strip", (int,), int_range(0, 20), doc="leading characters removed"),
+        Field("prepend", (str,), check_prepend, doc="then put in front"),
+        Field("trunks", (list,), check_route_trunks, default=REQUIRED,
+              expected="an array of strings", doc="trunks tried in order (next on 5xx/timeout)"),
+        Field("class", (str,), check_call_class, default=REQUIRED, attr="call_class",
+              doc="call class an extension needs in its classes to use the route"),
+        Field("caller_id", (str,), check_caller_id,
+              doc='number presented; {ext} = the caller\'s extension ("" = see docs)'),
+        Field("max_calls_per_extension", (int,), int_range(0, 1000),
+              doc="outside calls one extension may have at once (0 = no limit)"),
+        Field("max_calls_per_hour", (int,), int_range(0, 100000),
+              doc="calls one extension may place over this route per hour (0 = no limit)"),
+        Field("ring_timeout", (int,), int_range(5, 600), doc="seconds the far end may ring"),
+    ),
+    checks=(CrossCheck(("prefixes", "pattern"), _route_matches_something),),
+)  # fmt: skip
+
+
+def _check_trunks(built: Mapping[str, Any], ctx: Context) -> Iterator[tuple[Any, ...]]:
+    """Trunk numbers name blocks; routes name trunks that can be called."""
+    blocks: dict[str, Block] = built.get("block", {})
+    trunks: tuple[TrunkConfig, ...] = built.get("trunk", ())
+    by_name = {t.name: t for t in trunks}
+    for n, trunk in enumerate(trunks):
+        for did, target in trunk.numbers.items():
+            if target not in blocks:
+                yield (("trunk", n, "numbers", did), _unknown_block(target, blocks, hangup=False))
+    for n, route in enumerate(built.get("route", ())):
+        for i, name in enumerate(route.trunks):
+            trunk = by_name.get(name)
+            if trunk is None:
+                known = _or_list(list(by_name)) if by_name else "none is configured"
+                yield (
+                    ("route", n, "trunks", i),
+                    f'"{name}" is not a configured trunk; expected one of {known}',
+                    ("route", n, "trunks"),
+                )
+            elif not trunk.host:
+                yield (
+                    ("route", n, "trunks", i),
+                    f'trunk "{name}" has no host to send calls to; expected a trunk with host',
+                    ("route", n, "trunks"),
+                )
+
+
 SCHEMA = Schema(
-    sections=(SWITCH, SMTP, EXTENSION, BLOCK, FEATURES, HTTP, NOTIFY),
-    checks=(_check_flows, _check_features),
+    sections=(
+        SWITCH,
+        SMTP,
+        EXTENSION,
+        BLOCK,
+        FEATURES,
+        HTTP,
+        NOTIFY,
+        SECURITY,
+        TRUNK,
+        ROUTE,
+        RECORDING,
+    ),
+    checks=(_check_flows, _check_features, _check_trunks, _check_hold_music),
 )
 
 

@@ -50,6 +50,9 @@ class SwitchConfig:
     entry: str = ""
     entry_number: str = "100"
     media_dir: Path | None = None  # prompts and music; None = the media/ shipped with us
+    # what the other party hears while a phone holds a bridged call: a name in
+    # media/music or a file ("" = silence)
+    music: str = "default"
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,12 @@ class ExtensionConfig:
     name: str
     password: str
     email: str | None = None
+    # call classes of [[route]]s this extension may use (docs/trunks.md)
+    classes: tuple[str, ...] = ("internal", "local", "national")
+    # call recording of this extension's calls: never / always / on-demand (docs/recording.md)
+    record: str = "never"
+    # extensions of one pickup group may answer each other's ringing calls with *8
+    pickup_group: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,10 @@ class Config:
     features: FeaturesConfig = field(default_factory=lambda: FeaturesConfig())  # [features]
     http: HttpConfig = field(default_factory=lambda: HttpConfig())  # [http]
     notify: NotifyConfig = field(default_factory=lambda: NotifyConfig())  # [notify]
+    security: SecurityConfig = field(default_factory=lambda: SecurityConfig())  # [security]
+    trunks: tuple[TrunkConfig, ...] = ()  # [[trunk]] (docs/trunks.md)
+    routes: tuple[RouteConfig, ...] = ()  # [[route]]
+    recording: RecordingConfig = field(default_factory=lambda: RecordingConfig())  # [recording]
     source: Path | None = None  # the file it came from, for messages
     # what relative paths in the file are relative to (prompt files of blocks)
     base_dir: Path | None = None
@@ -95,6 +108,15 @@ class SmtpConfig:
     password: str | None = None
     starttls: bool = False
     timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class RecordingConfig:
+    """[recording]: call recordings (docs/recording.md); who is recorded is the
+    `record` key of extensions and queues."""
+
+    retention_days: int = 90  # recordings older than this are deleted (0 = kept forever)
+    announce: bool = False  # both parties hear "this call is recorded" before it starts
 
 
 @dataclass(frozen=True)
@@ -125,6 +147,123 @@ class NotifyConfig:
     digest_time: str = "08:00"  # local time of the daily digest of yesterday; "" = off
 
 
+# User-Agent fragments of well-known SIP scanners and war-dialers (matched anywhere in
+# the header, case-insensitively). sipsak is left out: admins use it for monitoring.
+SCANNER_USER_AGENTS: tuple[str, ...] = (
+    "friendly-scanner",
+    "sipvicious",
+    "sipcli",
+    "sip-scan",
+    "vaxsipuseragent",
+    "vaxipuseragent",
+    "sundayddr",
+    "iwar",
+    "sivus",
+    "gulp",
+    "siparmyknife",
+    "pplsip",
+)
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """[security]: the SIP edge's defences (softswitch/sip/defence.py, docs/security.md).
+
+    A "source" is an IPv4 address or an IPv6 /64. Limits set to 0 are off."""
+
+    # fail2ban-like: `ban_after` failed digest attempts from one source within
+    # `ban_window` seconds and every packet from it is dropped for `ban_seconds`
+    ban_after: int = 5  # 0 = never ban
+    ban_window: float = 60.0
+    ban_seconds: float = 600.0
+    # networks (CIDR) never banned nor rate limited: the office, say; normalised strings
+    allow: tuple[str, ...] = ()
+    # a token bucket per source: messages (requests and responses) and new TCP connections
+    max_messages_per_second: float = 200.0
+    message_burst: int = 0  # 0 = twice the rate
+    max_tcp_connects_per_second: float = 20.0
+    tcp_connect_burst: int = 0  # 0 = twice the rate
+    # open TCP connections: in all, and from one source
+    max_tcp_connections: int = 1024
+    max_tcp_connections_per_source: int = 32
+    # one message: bytes (UDP datagram or TCP message) and header lines
+    max_message_size: int = 32768
+    max_headers: int = 100
+    # a request whose User-Agent contains one of these (any case) is dropped unanswered
+    drop_user_agents: tuple[str, ...] = SCANNER_USER_AGENTS
+
+
+@dataclass(frozen=True)
+class TrunkConfig:
+    """[[trunk]]: a SIP provider (or a source of calls) - docs/trunks.md."""
+
+    name: str
+    host: str = ""  # the provider's SIP domain or address; "" = no provider to call or register
+    port: int = 5060
+    proxy: str = ""  # "host[:port]" requests are sent to; "" = host:port
+    transport: str = "udp"  # udp / tcp
+    username: str = ""
+    auth_username: str = ""  # digest user name when it differs from username
+    password: str = ""
+    realm: str = ""  # answer only challenges of this realm; "" = any
+    register: bool = False  # keep a registration with the provider
+    expires: int = 600  # registration time asked for (s)
+    # where the provider's calls come from: "CIDR" networks or "address:port"; empty =
+    # the address(es) of proxy/host (on its port, for UDP)
+    allow: tuple[str, ...] = ()
+    anonymous: bool = False  # calls to `numbers` are accepted from any source
+    numbers: dict[str, str] = field(default_factory=dict)  # DID -> entry block
+    codecs: tuple[str, ...] = ()  # offered to this trunk, in order; () = the workers' default
+    # how numbers are written toward / read from this provider
+    caller_id_format: str = "e164"  # e164 / international / national / as-is
+    country_code: str = ""  # "7": for the national format
+    national_prefix: str = ""  # "8": national numbers start with it
+    international_prefix: str = ""  # "810", "00": foreign numbers start with it
+    max_calls: int = 0  # concurrent calls through the trunk, both ways (0 = no limit)
+    response_timeout: float = 5.0  # seconds without any answer before failing over
+
+    @property
+    def remote(self) -> tuple[str, int]:
+        """Where requests to the provider go: proxy if set, else host:port."""
+        if not self.proxy:
+            return self.host, self.port
+        text = self.proxy
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            return host, int(rest[1:]) if rest.startswith(":") else 5060
+        host, sep, port = text.rpartition(":")
+        if sep and port.isdigit():
+            return host, int(port)
+        return text, 5060
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """[[route]]: which dialled numbers go out over which trunks, and who may dial them."""
+
+    name: str
+    trunks: tuple[str, ...]  # tried in order: the next on 5xx / timeout
+    call_class: str  # TOML key: class
+    prefixes: tuple[str, ...] = ()  # the number starts with one of these
+    pattern: str = ""  # or matches this regular expression (whole number)
+    strip: int = 0  # leading characters removed
+    prepend: str = ""  # then this put in front
+    caller_id: str = ""  # number presented ({ext}: the caller's extension); "" = see docs
+    max_calls_per_extension: int = 2  # one extension's outside calls at once (0 = no limit)
+    max_calls_per_hour: int = 0  # one extension's calls over this route per hour (0 = off)
+    ring_timeout: int = 120  # seconds the far end may ring
+
+    def matches(self, number: str) -> bool:
+        import re
+
+        if any(number.startswith(p) for p in self.prefixes):
+            return True
+        return bool(self.pattern) and re.fullmatch(self.pattern, number) is not None
+
+    def rewrite(self, number: str) -> str:
+        return self.prepend + number[self.strip :]
+
+
 @dataclass(frozen=True)
 class FeaturesConfig:
     """[features]: codes an operator dials from their own phone, and how queue logins
@@ -134,6 +273,15 @@ class FeaturesConfig:
     queue_pause: str = "*46"  # toggles their pause (logged in, but not rung)
     # an operator is logged in while their phone is registered (and out when it is not)
     login_by_registration: bool = True
+    # dialled DURING a bridged call (in-call codes, softswitch/incall.py): toggles the
+    # recording of the call for a party whose `record` is on-demand
+    record_toggle: str = "*1"
+    pickup: str = "*8"  # answers a call ringing at an extension of the caller's pickup group
+    pickup_directed: str = "**"  # followed by an extension: answers a call ringing there
+
+    def incall_codes(self) -> dict[str, str]:
+        """Enabled in-call code -> its key ("*1" -> "record_toggle")."""
+        return {code: key for key, code in (("record_toggle", self.record_toggle),) if code}
 
     def codes(self) -> dict[str, str]:
         """Enabled code -> the key it is configured under ("*45" -> "queue_login")."""
@@ -239,6 +387,7 @@ class QueueBlock:
     # supervisors told about missed calls: e-mail addresses or http(s) URLs
     notify: tuple[str, ...] = ()
     notify_missed_rings: bool = False  # also tell them about each ring nobody answered
+    record: str = "never"  # call recording of this queue's calls: never / always / on-demand
 
     def to_queue_config(self) -> QueueConfig:
         """The ACD core's view of this queue (members are operator ids = extensions)."""

@@ -1,4 +1,6 @@
-"""The mailer: delivers the durable `outbox` (voicemail e-mails) over SMTP.
+"""The mailer: delivers the durable `outbox` e-mails (voicemail, missed-call
+notifications and digests: the rows of kind 'email') over SMTP. Rows of kind 'webhook'
+are `softswitch.notify.webhook.WebhookSender`'s.
 
 Every message is a row first (queued in the same transaction as its voicemail), so
 nothing pending is lost across a restart: a new Mailer on the same database sends what
@@ -36,11 +38,12 @@ log = logging.getLogger("softswitch.mail")
 
 # seconds to wait after the 1st, 2nd, ... failure; the last one repeats forever
 BACKOFF: tuple[float, ...] = (10.0, 30.0, 120.0, 600.0, 1800.0, 3600.0)
+KIND = "email"  # the outbox rows this module delivers
 
 
-def retry_delay(attempts: int) -> float:
+def retry_delay(attempts: int, backoff: tuple[float, ...] = BACKOFF) -> float:
     """Delay before the next try of a message that has failed `attempts` times (>= 1)."""
-    return BACKOFF[min(max(attempts, 1), len(BACKOFF)) - 1]
+    return backoff[min(max(attempts, 1), len(backoff)) - 1]
 
 
 def server_unusable(error: BaseException) -> bool:
@@ -86,7 +89,7 @@ class Mailer:
     async def run(self) -> None:
         """Deliver due messages until cancelled; wakes on `notify()` or every
         `poll_interval` seconds. Errors other than SMTP ones are logged, never fatal."""
-        pending = len(self.store.pending_outbox())
+        pending = len(self.store.pending_outbox(kind=KIND))
         if pending:
             log.info("mailer: %d e-mail(s) waiting in the outbox", pending)
         while True:
@@ -106,7 +109,7 @@ class Mailer:
         ends the pass: the server is down, the rest wait for the next one."""
         async with self._lock:
             delivered = 0
-            for row in self.store.due_outbox(self.clock()):
+            for row in self.store.due_outbox(self.clock(), kind=KIND):
                 message = dict(row)
                 error = await self._attempt(message)
                 now = self.clock()

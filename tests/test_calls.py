@@ -144,3 +144,119 @@ def test_callee_phone_that_stops_sending_audio_is_recorded_as_media_timeout():
     assert closed(actions) == CallClosed(
         "answered", "no audio from the callee (media timeout)", 200
     )
+
+
+# -- transfers ---------------------------------------------------------------------------
+
+
+def talking() -> ExtensionCall:
+    """101 and 102 bridged, with hold music set."""
+    call = new_call()
+    call.music = "/m.wav"
+    call.on_incoming(None)
+    call.on_state("c1-b", "confirmed", 200, None)
+    call.on_state("c1-a", "confirmed", 200, None)
+    assert call.bridged
+    return call
+
+
+def test_blind_transfer_holds_the_caller_then_bridges_the_target():
+    call = talking()
+    actions = call.on_transfer("c1-b", "c1-t1", "103")
+    assert LegOpened("c1-t1", "transfer", "103") in actions
+    assert cmds(actions) == [
+        {"cmd": "unbridge", "a": "c1-a", "b": "c1-b"},
+        {"cmd": "moh_start", "leg": "c1-a", "file": "/m.wav"},
+    ]
+    # the transferor hangs up on the NOTIFY: only its leg ends
+    actions = call.on_state("c1-b", "disconnected", 200, "remote")
+    assert cmds(actions) == [] and closed(actions) is None
+    assert call.on_state("c1-t1", "early", 180, None) == []
+    actions = call.on_state("c1-t1", "confirmed", 200, None)
+    assert cmds(actions) == [
+        {"cmd": "moh_stop", "leg": "c1-a"},
+        {"cmd": "bridge", "a": "c1-a", "b": "c1-t1"},
+    ]
+    assert (call.leg_b, call.callee) == ("c1-t1", "103")
+    actions = call.on_state("c1-t1", "disconnected", 200, "remote")
+    assert cmds(actions) == [{"cmd": "hangup", "leg": "c1-a", "code": 200}]
+    actions = call.on_state("c1-a", "disconnected", 200, "local")
+    assert closed(actions) == CallClosed("answered", "callee hung up", 200)
+    assert call.transfers == ["102 -> 103 (answered)"]
+
+
+def test_a_failed_target_goes_back_to_the_transferor_still_on_the_line():
+    call = talking()
+    call.on_transfer("c1-b", "c1-t1", "103")
+    call.on_fork_result("busy")
+    actions = call.on_state("c1-t1", "disconnected", 480, "remote")
+    assert [a.result for a in actions if isinstance(a, LegClosed)] == ["busy"]
+    assert cmds(actions) == [
+        {"cmd": "moh_stop", "leg": "c1-a"},
+        {"cmd": "bridge", "a": "c1-a", "b": "c1-b"},
+    ]
+    assert call.transfer is None and call.transfers == ["102 -> 103 (busy)"]
+
+
+def test_a_failed_target_after_the_transferor_left_calls_the_transferor_back():
+    call = talking()
+    call.on_transfer("c1-b", "c1-t1", "103")
+    call.on_state("c1-b", "disconnected", 200, "remote")
+    actions = call.on_state("c1-t1", "disconnected", 603, "remote")
+    (orig,) = cmds(actions)
+    assert orig["cmd"] == "originate" and orig["uri"] == "sip:102@pbx"
+    recall = orig["leg"]
+    actions = call.on_state(recall, "confirmed", 200, None)
+    assert {"cmd": "bridge", "a": "c1-a", "b": recall} in cmds(actions)
+    assert call.transfers[-1] == "102 -> 102 (called back)"
+
+
+def test_the_transferred_party_hanging_up_while_the_target_rings_ends_everything():
+    call = talking()
+    call.on_transfer("c1-b", "c1-t1", "103")
+    actions = call.on_state("c1-a", "disconnected", 200, "remote")
+    assert {"cmd": "hangup", "leg": "c1-t1", "code": 487} in cmds(actions)
+    assert {"cmd": "hangup", "leg": "c1-b", "code": 200} in cmds(actions)
+    assert closed(actions) is None  # the target's leg has not ended yet
+    actions = call.on_state("c1-t1", "disconnected", 487, "local")
+    actions += call.on_state("c1-b", "disconnected", 200, "local")
+    assert closed(actions) is not None
+
+
+def test_a_transfer_of_an_unanswered_call_is_refused():
+    call = new_call()
+    call.on_incoming(None)
+    assert cmds(call.on_transfer("c1-b", "c1-t1", "103")) == [
+        {"cmd": "hangup", "leg": "c1-t1", "code": 487}
+    ]
+
+
+def test_pickup_takes_the_ringing_callees_place():
+    call = new_call()
+    call.on_incoming(None)
+    call.on_state("c1-b", "early", 180, None)
+    assert call.ringing
+    actions = call.on_pickup("c1-p1", "103", "sip-p")
+    assert LegOpened("c1-p1", "callee", "103", "sip-p") in actions
+    assert cmds(actions) == [
+        {"cmd": "hangup", "leg": "c1-b", "code": 487},
+        {"cmd": "answer", "leg": "c1-p1", "code": 200},
+    ]
+    closing = call.on_state("c1-b", "disconnected", 487, "local")
+    assert [(a.leg, a.result) for a in closing if isinstance(a, LegClosed)] == [
+        ("c1-b", "cancelled")
+    ]
+    assert cmds(closing) == []  # the caller is not hung up with it
+    actions = call.on_state("c1-p1", "confirmed", 200, None)
+    assert cmds(actions) == [{"cmd": "answer", "leg": "c1-a", "code": 200}]
+    actions = call.on_state("c1-a", "confirmed", 200, None)
+    assert cmds(actions) == [{"cmd": "bridge", "a": "c1-a", "b": "c1-p1"}]
+    assert call.picked_up_by == "103" and call.callee == "103"
+
+
+def test_pickup_of_a_call_no_longer_ringing_is_refused():
+    call = talking()
+    assert not call.ringing
+    assert cmds(call.on_pickup("c1-p1", "103", None)) == [
+        {"cmd": "hangup", "leg": "c1-p1", "code": 481}
+    ]

@@ -113,6 +113,7 @@ def example_copy(
         data_dir=str(tmp / "data"),
         rtp_ports=f"{rtp}-{rtp + 399}",
     )
+    config["http"] = {"port": free_port()}  # not the example's 8088: tests run side by side
     today = dt.datetime.now(dt.UTC).date()
     around = [str(today + dt.timedelta(days=d)) for d in (-1, 0, 1)]
     for block in config["block"].values():

@@ -38,7 +38,7 @@ async def test_reserves_pairs_until_capacity_then_refuses(tmp_path):
     try:
         first = pool.reserve()
         second = pool.reserve()
-        assert first is second  # a worker is filled before the next one is used
+        assert first is second  # the only warm worker (the spare is still starting)
         assert first.free_pairs == 0
         # the pool started a spare worker as soon as free pairs ran low
         await wait_for(lambda: sum(w.free_pairs for w in pool.workers.values()) == 2)

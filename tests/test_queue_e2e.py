@@ -19,7 +19,7 @@ MUSIC, CALLER_TONE, OPERATOR_TONE, AFTER = 500.0, 700.0, 1100.0, 1500.0
 
 def queue_config(tmp: Path, members: list[str], **options: object) -> str:
     music = make_tone(str(tmp / "music.wav"), MUSIC, 2.0)
-    after = make_tone(str(tmp / "after.wav"), AFTER, 2.0)
+    after = make_tone(str(tmp / "after.wav"), AFTER, 5.0)
     lines = [
         "[block.line]",
         'type = "queue"',

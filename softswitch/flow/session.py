@@ -44,6 +44,10 @@ class SessionDeps:
     clock: Callable[[], float] = time.time
     # Call.queue(): (session, call, queue, priority) -> QueueResult; None: no queues
     enqueue: Callable[..., Awaitable[Any]] | None = None
+    # the worker is placing a transfer call of this session to `target` (the coordinator
+    # matches it with the INVITE pjsua sends on its own)
+    transfer_started: Callable[[str], None] | None = None
+    music: str = ""  # hold music file the caller hears while a transfer target rings
 
 
 class FlowSession:
@@ -67,6 +71,9 @@ class FlowSession:
         self.task: asyncio.Task | None = None
         self.leg_handlers: dict[str, Callable[[dict], None]] = {}
         self.last_fork_result: str | None = None
+        self.last_answerer: str | None = None  # the extension that answered the last dial
+        self.transfers: list[str] = []  # "102 -> 103", for the call record
+        self.ended_legs: set[str] = set()  # outgoing legs whose end was already seen
         self.dials = 0
         self.closed = False
         self.on_closed: Callable[[FlowSession], None] | None = None
@@ -193,6 +200,8 @@ class FlowSession:
         if self.closed:
             return
         self.closed = True
+        if self.transfers:
+            cause += "; transferred " + ", ".join(self.transfers)
         self.deps.store.close_call(
             self.call_id, ended=self.deps.clock(), result=result, cause=cause, sip_code=code
         )
@@ -255,6 +264,9 @@ class FlowSession:
                     deps.store.leg_answered(leg, answered_at)
                     await call.answer()
                     deps.send({"cmd": "bridge", "a": self.leg_a, "b": leg})
+                    answerer = self.last_answerer or targets[0]
+                    end = await self.talk(call, leg, answerer, events)
+                    break
                 elif state == "disconnected":
                     end = msg
                     break
@@ -262,8 +274,8 @@ class FlowSession:
             # CANCEL while it rings, BYE once answered
             deps.send({"cmd": "hangup", "leg": leg, "code": 487 if answered_at is None else 200})
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
-                    while True:
+                async with asyncio.timeout(0 if leg in self.ended_legs else 5):
+                    while leg not in self.ended_legs:
                         msg = await events.get()
                         if msg.get("event") == "state" and msg.get("state") == "disconnected":
                             end = msg
@@ -297,6 +309,117 @@ class FlowSession:
             }.get(code or 0, DialStatus.UNAVAILABLE)
         self._close_dial_leg(leg, None, end, str(status))
         return DialResult(status, ",".join(targets), ring_seconds=now - started, sip_code=code)
+
+    async def talk(self, call: Call, leg: str, party: str, events: asyncio.Queue[dict]) -> dict:
+        """The caller talks to `party` on `leg` (bridged; `events` gets that leg's
+        events). Follows transfers that party asks for (REFER): the caller hears hold
+        music while the target rings, is bridged to the target when it answers, and goes
+        back to the transferor (or calls them back when they have hung up) when it does
+        not. Returns when the conversation is over, with `leg`'s end event; raises
+        CallerHungUp (after hanging up the other legs) if the caller hangs up."""
+        deps = self.deps
+        current: str | None = leg  # who the caller talks to (or will go back to)
+        pending: str | None = None  # the transfer target's leg while it rings
+        pending_party = ""
+        leg_end: dict = {}
+        try:
+            while True:
+                msg = await call._wait(events.get())
+                kind, which = msg.get("event"), str(msg.get("leg"))
+                if which == leg and kind == "state" and msg.get("state") == "disconnected":
+                    leg_end = msg
+                    self.ended_legs.add(leg)
+                if kind == "transfer" and which == current and pending is None:
+                    pending, pending_party = str(msg.get("new_leg")), str(msg.get("target"))
+                    self._open_transfer_leg(pending, pending_party, events)
+                    deps.send({"cmd": "unbridge", "a": self.leg_a, "b": current})
+                    if deps.music:
+                        deps.send({"cmd": "moh_start", "leg": self.leg_a, "file": deps.music})
+                    if deps.transfer_started is not None:
+                        deps.transfer_started(pending_party)
+                    log.info("call %s: %s transfers to %s", self.call_id, party, pending_party)
+                    continue
+                if kind != "state":
+                    continue
+                state = msg.get("state")
+                if which == pending and state == "confirmed":
+                    deps.store.leg_answered(pending, deps.clock())
+                    deps.send({"cmd": "moh_stop", "leg": self.leg_a})
+                    deps.send({"cmd": "bridge", "a": self.leg_a, "b": pending})
+                    if current is not None:
+                        deps.send({"cmd": "hangup", "leg": current, "code": 200})
+                    self.transfers.append(f"{party} -> {pending_party}")
+                    current, party, pending = pending, pending_party, None
+                elif which == pending and state == "disconnected":
+                    self._close_transfer_leg(pending, msg)
+                    self.transfers.append(f"{party} -> {pending_party} (failed)")
+                    pending = None
+                    if current is not None:  # back to the transferor, still on the line
+                        deps.send({"cmd": "moh_stop", "leg": self.leg_a})
+                        deps.send({"cmd": "bridge", "a": self.leg_a, "b": current})
+                    elif pending_party != party:  # call the transferor back
+                        pending, pending_party = self._recall(party, events)
+                    else:
+                        return leg_end  # the transferor did not come back either
+                elif which == current and state == "disconnected":
+                    if current != leg:
+                        self._close_transfer_leg(current, msg, answered=True)
+                    current = None
+                    if pending is None:
+                        return leg_end
+        except CallerHungUp:
+            for other in (current, pending):
+                if other is not None and other != leg:
+                    deps.send({"cmd": "hangup", "leg": other, "code": 200})
+                    self._close_transfer_leg(other, {}, answered=other == current)
+            raise
+
+    def _recall(self, party: str, events: asyncio.Queue[dict]) -> tuple[str, str]:
+        """Ring the transferor back: the caller is never dropped by a failed transfer."""
+        deps = self.deps
+        self.dials += 1
+        leg = f"{self.call_id}-r{self.dials}"
+        self._open_transfer_leg(leg, party, events)
+        name = (self.caller_name or self.caller).replace('"', "")
+        deps.send(
+            {
+                "cmd": "originate",
+                "leg": leg,
+                "uri": f"sip:{party}@{deps.domain}",
+                "headers": {
+                    "X-Call": self.call_id,
+                    "X-Leg": leg,
+                    "X-From": f'"{name}" <sip:{self.caller}@{deps.domain}>',
+                },
+            }
+        )
+        return leg, party
+
+    def _open_transfer_leg(self, leg: str, party: str, events: asyncio.Queue[dict]) -> None:
+        self.leg_handlers[leg] = events.put_nowait
+        self.deps.store.open_leg(
+            leg,
+            call_id=self.call_id,
+            role="transfer",
+            party=party,
+            started=self.deps.clock(),
+            worker=self.deps.worker_slot,
+        )
+
+    def _close_transfer_leg(self, leg: str, end: dict, answered: bool = False) -> None:
+        self.leg_handlers.pop(leg, None)
+        stats = end.get("stats") or {}
+        code = end.get("code")
+        self.deps.store.close_leg(
+            leg,
+            ended=self.deps.clock(),
+            result="answered" if answered else "failed",
+            cause="transfer target" if answered else f"transfer failed (SIP {code})",
+            sip_code=code,
+            rx_packets=stats.get("rx_packets"),
+            rx_lost=stats.get("rx_lost"),
+            tx_packets=stats.get("tx_packets"),
+        )
 
     def _close_dial_leg(self, leg: str, answered_at: float | None, end: dict, cause: str) -> None:
         stats = end.get("stats") or {}

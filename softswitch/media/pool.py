@@ -78,6 +78,7 @@ class Pool:
         on_death: OnDeath,
         spare_pairs: int = 2,
         media_timeout: float = 0.0,
+        hold_music: str = "",
     ) -> None:
         self.edge_port = edge_port
         self.public_address = public_address
@@ -88,6 +89,7 @@ class Pool:
         self.on_death = on_death
         self.spare_pairs = spare_pairs
         self.media_timeout = media_timeout
+        self.hold_music = hold_music  # WAV heard while the other party holds ("" = none)
         span = (rtp_max - rtp_min + 1) // max_workers
         self.rtp_span = span - span % 2
         self.rtp_min = rtp_min
@@ -175,6 +177,8 @@ class Pool:
             self.public_address,
             "--media-timeout",
             str(self.media_timeout),
+            "--hold-music",
+            self.hold_music,
             "--log-file",
             str(log_file),
         ]
@@ -272,16 +276,26 @@ class Pool:
 
     # -- capacity ----------------------------------------------------------------------
     def reserve(self) -> Worker | None:
-        """A worker with a free pair of slots (the fullest such worker first, so idle
-        workers stay idle and can be retired), or None when at capacity: answer 503."""
+        """A worker with a free pair of slots, or None when at capacity: answer 503.
+        The emptiest worker first: calls spread over the warm workers, so a call's
+        worker usually has a slot to spare for a transfer's third leg, and a burst of
+        new calls is not queued on one process."""
         candidates = [w for w in self.workers.values() if w.free_pairs > 0]
         if not candidates:
             self._top_up()
             return None
-        w = min(candidates, key=lambda x: (x.free_pairs, x.slot))
+        w = min(candidates, key=lambda x: (-x.free_pairs, x.slot))
         w.pairs += 1
         self._top_up()
         return w
+
+    def reserve_on(self, w: Worker) -> bool:
+        """A pair on this very worker (call pickup joins a call where it rings)."""
+        if w.free_pairs <= 0:
+            return False
+        w.pairs += 1
+        self._top_up()
+        return True
 
     def reserve_later(self, timeout: float = START_TIMEOUT) -> asyncio.Future | None:
         """When no pair is free but a worker is starting (or a pair is about to be
@@ -307,7 +321,7 @@ class Pool:
             candidates = [w for w in self.workers.values() if w.free_pairs > 0]
             if not candidates:
                 return
-            w = min(candidates, key=lambda x: (x.free_pairs, x.slot))
+            w = min(candidates, key=lambda x: (-x.free_pairs, x.slot))
             w.pairs += 1
             self._waiters.popleft().set_result(w)
         self._top_up()

@@ -33,6 +33,7 @@ import socket
 import sys
 import time
 import traceback
+import urllib.parse
 import wave
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,9 @@ from softswitch.media.dtmf_detect import DtmfDetector
 
 MAX_LEGS = 4
 """``PJSUA_MAX_CALLS`` of the pjsua2 wheel; a larger ``maxCalls`` is silently ignored."""
+
+MAX_TRUNK_ACCOUNTS = 6
+"""Accounts with a trunk's credentials per worker (``PJSUA_MAX_ACC`` is 8 in all)."""
 
 POLL_MS = 10
 """How long one ``libHandleEvents`` call may block. SIP traffic and timers wake it at
@@ -239,6 +243,21 @@ def receives_audio(call: pj.Call) -> bool:
     return False
 
 
+def remote_held(call: pj.Call) -> bool:
+    """Whether the phone has put the leg on hold: a re-INVITE with a=sendonly or
+    a=inactive, which pjsua reports alike as PJSUA_CALL_MEDIA_REMOTE_HOLD. (Each such
+    re-INVITE also replaces the leg's conference port, so whatever was connected to it
+    is disconnected until ``apply_media`` runs again.)"""
+    try:
+        info = call.getInfo()
+        for mi in info.media:
+            if mi.type == pj.PJMEDIA_TYPE_AUDIO:
+                return mi.status == pj.PJSUA_CALL_MEDIA_REMOTE_HOLD
+    except Exception:
+        return False
+    return False
+
+
 def stream_stats(call: pj.Call) -> dict[str, float] | None:
     """RTP counters of the call's audio stream, or None when it has no stream."""
     try:
@@ -426,6 +445,14 @@ class LegCall(pj.Call):
         # both go through the queue so they are reported in order and on one thread.
         self.worker.offthread.put(("dtmf", self, str(prm.digit), int(prm.method)))
 
+    def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:
+        # Runs inside pjsua's REFER handling: decide here, synchronously.
+        try:
+            self.worker.on_transfer_request(self, prm)
+        except Exception:
+            log.exception("transfer request failed")
+            prm.statusCode = 500
+
 
 class WorkerAccount(pj.Account):
     """The worker's single local account; it only receives INVITEs from the edge."""
@@ -461,6 +488,18 @@ class Music:
     file: str
     player: pj.AudioMediaPlayer
     legs: set[str] = field(default_factory=set)
+    # legs hearing it because a leg bridged to them is on hold (see apply_media)
+    holders: set[str] = field(default_factory=set)
+
+
+@dataclass
+class BridgeRecording:
+    """One recorder that hears several legs mixed (``record_bridge``)."""
+
+    rec: str  # the coordinator's name for it
+    legs: tuple[str, ...]
+    file: str
+    recorder: pj.AudioMediaRecorder | None
 
 
 @dataclass
@@ -484,6 +523,12 @@ class Leg:
     rx_since: float = 0.0
     next_media_check: float = 0.0
     media_timed_out: bool = False
+    # hold: the phone put this leg on hold (re-INVITE with sendonly/inactive); the legs
+    # bridged to it then hear hold music: `hold_music` (set by `bridge`; None = the
+    # worker's --hold-music), and `hold_moh` is the file this leg hears for that reason
+    held: bool = False
+    hold_music: str | None = None
+    hold_moh: str = ""
 
 
 class Worker:
@@ -508,10 +553,16 @@ class Worker:
         self.rejected: dict[int, LegCall] = {}
         self.leg_counter = 0
         self.music: dict[str, Music] = {}  # hold music by file
+        self.hold_music: str = getattr(args, "hold_music", None) or ""  # --hold-music
+        self.recordings: dict[str, BridgeRecording] = {}  # record_bridge, by name
         self.taps: list[DtmfTap] = []  # every in-band DTMF tap ever made (pooled)
         self.free_taps: list[DtmfTap] = []
         self.ep = pj.Endpoint()
         self.acc: WorkerAccount | None = None
+        # accounts that carry a trunk's credentials, by (username, realm, password):
+        # pjsua answers a provider's 401/407 with the credentials of the call's account
+        self.trunk_accounts: dict[tuple[str, str, str], WorkerAccount] = {}
+        self.sip_tid = -1
 
     # ----------------------------------------------------------------- setup
     def start(self) -> None:
@@ -559,11 +610,17 @@ class Worker:
         # in which another process can take a port chosen beforehand); hello reports it.
         self.sip_port = int(str(self.ep.transportGetInfo(tid).localName).rsplit(":", 1)[1])
         self.ep.libStart()
+        self.sip_tid = tid
+        self.acc = WorkerAccount(self)
+        self.acc.create(self.account_config(f"worker{self.worker_id}"), True)
 
+    def account_config(self, user: str) -> pj.AccountConfig:
+        """A local account: every request via the edge, no registration."""
+        a = self.args
         acfg = pj.AccountConfig()
-        acfg.idUri = f"sip:worker{self.worker_id}@127.0.0.1:{self.sip_port}"
+        acfg.idUri = f"sip:{user}@127.0.0.1:{self.sip_port}"
         acfg.sipConfig.proxies.append(f"sip:{self.edge};lr")
-        acfg.sipConfig.transportId = tid
+        acfg.sipConfig.transportId = self.sip_tid
         acfg.regConfig.registerOnAdd = False
         mt = acfg.mediaConfig.transportConfig
         mt.port = a.rtp_port
@@ -573,8 +630,43 @@ class Worker:
         acfg.natConfig.sdpNatRewriteUse = 0
         acfg.natConfig.contactRewriteUse = 0
         acfg.natConfig.viaRewriteUse = 0
-        self.acc = WorkerAccount(self)
-        self.acc.create(acfg, True)
+        return acfg
+
+    def trunk_account(self, auth: dict[str, Any]) -> WorkerAccount:
+        """The account for a trunk's credentials (made on first use, kept: pjsua allows
+        8 accounts, so at most MAX_TRUNK_ACCOUNTS different credentials per worker)."""
+        user, password = str(auth.get("username") or ""), str(auth.get("password") or "")
+        realm = str(auth.get("realm") or "*")
+        key = (user, realm, password)
+        acc = self.trunk_accounts.get(key)
+        if acc is not None:
+            return acc
+        if len(self.trunk_accounts) >= MAX_TRUNK_ACCOUNTS:
+            raise CommandError("too many trunk credentials in one worker")
+        acfg = self.account_config(user or "trunk")
+        acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", realm, user, 0, password))
+        # no re-INVITE to settle on one codec when the provider's answer lists several:
+        # a provider may take it badly, and the first codec of its answer is used anyway
+        acfg.mediaConfig.lockCodecEnabled = False
+        acc = WorkerAccount(self)
+        acc.create(acfg, False)
+        self.trunk_accounts[key] = acc
+        return acc
+
+    def prefer_codecs(self, names: list[str]) -> dict[str, int]:
+        """Offer only `names` (codec ids start with them: "PCMA" = "PCMA/8000/1"), in
+        that order; returns the previous priorities for `restore_codecs`."""
+        saved = {c.codecId: c.priority for c in self.ep.codecEnum2()}
+        wanted = [n.lower() for n in names]
+        for codec_id in saved:
+            name = codec_id.split("/", 1)[0].lower()
+            rank = wanted.index(name) if name in wanted else None
+            self.ep.codecSetPriority(codec_id, 0 if rank is None else 255 - rank)
+        return saved
+
+    def restore_codecs(self, saved: dict[str, int]) -> None:
+        for codec_id, priority in saved.items():
+            self.ep.codecSetPriority(codec_id, priority)
 
     # ------------------------------------------------------------- protocol I/O
     def send(self, obj: dict[str, Any]) -> None:
@@ -639,7 +731,8 @@ class Worker:
             self.reply_error(cmd_id, str(exc))
             return
         except Exception as exc:  # pjsua2 errors become replies
-            log.debug("command %r failed", msg, exc_info=True)
+            shown = {k: ("***" if k == "auth" else v) for k, v in msg.items()}
+            log.debug("command %r failed", shown, exc_info=True)
             self.reply_error(cmd_id, pj_error_text(exc))
             return
         if cmd_id is not None:
@@ -693,6 +786,48 @@ class Worker:
             }
         )
 
+    def on_transfer_request(self, call: LegCall, prm: pj.OnCallTransferRequestParam) -> None:
+        """A phone in a call with one of our legs sent REFER (blind transfer, or attended
+        with Replaces). pjsua places the new call itself (and NOTIFYs the transferor of
+        its progress); we name that call as a new leg and send it to the edge with the
+        call's context in the request URI, where the coordinator routes it, and tell the
+        coordinator so it can connect the other party to it (docs/worker-protocol.md)."""
+        leg = self.legs.get(call.leg_id or "")
+        if leg is None or not leg.confirmed:
+            prm.statusCode = 603
+            return
+        if len(self.legs) + len(self.rejected) >= MAX_LEGS:
+            prm.statusCode = 503  # no slot for the new call: the transferor keeps the call
+            self.send({"event": "transfer", "leg": leg.id, "refused": 503})
+            return
+        uri = str(prm.dstUri).strip().strip("<>")
+        target, _, uri_headers = uri.partition("?")
+        user = target.split(":", 1)[-1].split("@", 1)[0].split(";", 1)[0]
+        call_id = leg.id.rsplit("-", 1)[0]
+        self.leg_counter += 1
+        new_leg = f"{call_id}-t{self.leg_counter}"
+        dst = f"sip:{user}@{self.edge};x-call={call_id};x-leg={new_leg};x-transferor={leg.id}"
+        prm.dstUri = f"<{dst}?{uri_headers}>" if uri_headers else f"<{dst}>"
+        new_call = LegCall(self, self.acc)
+        new_call.leg_id = new_leg
+        self.legs[new_leg] = Leg(id=new_leg, call=new_call, incoming=False)
+        prm.newCall = new_call
+        prm.statusCode = 202
+        replaces = ""
+        for part in uri_headers.split("&"):
+            name, _, value = part.partition("=")
+            if name.lower() == "replaces":
+                replaces = urllib.parse.unquote(value)
+        self.send(
+            {
+                "event": "transfer",
+                "leg": leg.id,
+                "new_leg": new_leg,
+                "target": user,
+                "replaces": replaces or None,
+            }
+        )
+
     def refuse(self, call: LegCall, code: int, reason: str) -> None:
         """Answer an INVITE that gets no leg with a final error response."""
         self.rejected[call.getId()] = call
@@ -738,9 +873,23 @@ class Worker:
         self.send(event)
 
     def on_call_media_state(self, call: LegCall) -> None:
-        """(Re)connect player, recorder and bridges once audio is active."""
-        if call.leg_id in self.legs:
-            self.apply_media(self.legs[call.leg_id])
+        """(Re)connect player, recorder and bridges once audio is active; report the
+        phone putting the leg on hold or taking it off (the legs bridged to it hear
+        hold music meanwhile, see apply_media)."""
+        if call.leg_id not in self.legs:
+            return
+        leg = self.legs[call.leg_id]
+        held = remote_held(call)
+        changed = held != leg.held
+        if changed:
+            leg.held = held
+            self.send({"event": "hold" if held else "resume", "leg": leg.id})
+        self.apply_media(leg)
+        if changed:
+            for other_id in list(leg.bridged):
+                other = self.legs.get(other_id)
+                if other is not None:
+                    self.apply_media(other)
 
     def drain_offthread(self) -> None:
         """Handle what media-thread callbacks queued (DTMF digits, players' EOF)."""
@@ -838,20 +987,30 @@ class Worker:
 
         An announcement (``play``) takes the place of the leg's hold music: the music
         player is disconnected from the leg while the announcement plays and
-        reconnected when it ends.
+        reconnected when it ends. The same goes for the hold music a leg hears while a
+        leg bridged to it is held (a held leg's audio is not active, so the bridge
+        passes nothing either way until it resumes).
         """
+        self.update_hold_music(leg)
         aud = audio_media(leg.call)
         if aud is None:
             return
         music = self.music.get(leg.moh) if leg.moh else None
+        on_hold = self.music.get(leg.hold_moh) if leg.hold_moh else None
         if leg.player is not None:
-            if music is not None:
-                disconnect(music.player, aud)
+            for m in (music, on_hold):
+                if m is not None:
+                    disconnect(m.player, aud)
             leg.player.startTransmit(aud)
-        elif music is not None:
-            music.player.startTransmit(aud)
+        else:
+            for m in (music, on_hold):
+                if m is not None:
+                    m.player.startTransmit(aud)
         if leg.rec is not None and leg.rec.recorder is not None:
             aud.startTransmit(leg.rec.recorder)
+        for br in self.recordings.values():
+            if leg.id in br.legs and br.recorder is not None:
+                aud.startTransmit(br.recorder)
         if leg.tap is not None:
             aud.startTransmit(leg.tap)
         for other_id in leg.bridged:
@@ -898,11 +1057,82 @@ class Worker:
         if music is None:
             return
         aud = audio_media(leg.call)
-        if aud is not None:
+        if aud is not None and leg.id not in music.holders:
             disconnect(music.player, aud)
         music.legs.discard(leg.id)
-        if not music.legs:
+        if not music.legs and not music.holders:
             del self.music[music.file]  # destroys the player
+
+    def music_player(self, path: str) -> Music:
+        """The looping player of `path`, created for its first listener."""
+        music = self.music.get(path)
+        if music is None:
+            player = pj.AudioMediaPlayer()
+            player.createPlayer(path, 0)  # loops
+            music = Music(file=path, player=player)
+            self.music[path] = music
+        return music
+
+    def update_hold_music(self, leg: Leg) -> None:
+        """A leg hears hold music (the shared player of its file) while a leg bridged to
+        it is held by its phone, and stops when that leg resumes, hangs up or is
+        unbridged. Connecting the player is apply_media's business."""
+        want = ""
+        if not leg.held and any(
+            other.held for other in (self.legs.get(o) for o in leg.bridged) if other is not None
+        ):
+            want = self.hold_music if leg.hold_music is None else leg.hold_music
+        if want == leg.hold_moh:
+            return
+        self.leave_hold_music(leg)
+        if want:
+            try:
+                music = self.music_player(want)
+            except Exception as exc:  # unreadable file: silence, as without music
+                self.send({"event": "error", "message": f"hold music {want}: {exc}"})
+                return
+            music.holders.add(leg.id)
+            leg.hold_moh = want
+
+    def leave_hold_music(self, leg: Leg) -> None:
+        """Stop the hold music a leg hears because of a held peer (see above)."""
+        if not leg.hold_moh:
+            return
+        music = self.music.get(leg.hold_moh)
+        leg.hold_moh = ""
+        if music is None:
+            return
+        aud = audio_media(leg.call)
+        if aud is not None and leg.moh != music.file:
+            disconnect(music.player, aud)
+        music.holders.discard(leg.id)
+        if not music.legs and not music.holders:
+            del self.music[music.file]  # destroys the player
+
+    def finish_bridge_recording(self, br: BridgeRecording, reason: str) -> None:
+        """Close a ``record_bridge`` recorder and report it once the WAV is complete."""
+        if self.recordings.get(br.rec) is br:
+            del self.recordings[br.rec]
+        if br.recorder is None:
+            return
+        for leg_id in br.legs:
+            leg = self.legs.get(leg_id)
+            aud = audio_media(leg.call) if leg is not None else None
+            if aud is not None:
+                disconnect(aud, br.recorder)
+        br.recorder = None  # the destructor queues the file's finalisation
+        if not wait_file_closed(br.file):
+            log.warning("recording %s still open after stop", br.file)
+        self.send(
+            {
+                "event": "bridge_recording_finished",
+                "rec": br.rec,
+                "legs": list(br.legs),
+                "file": br.file,
+                "seconds": wav_seconds(br.file),
+                "reason": reason,
+            }
+        )
 
     def retire_tap(self, leg: Leg) -> None:
         """Stop in-band detection on a leg; its tap goes back to the pool."""
@@ -923,10 +1153,14 @@ class Worker:
         self.leave_music(leg)
         self.retire_tap(leg)
         self.finish_recording(leg, "hangup")
+        for br in [r for r in self.recordings.values() if leg.id in r.legs]:
+            self.finish_bridge_recording(br, "hangup")
+        self.leave_hold_music(leg)
         for other_id in leg.bridged:
             other = self.legs.get(other_id)
             if other is not None:
                 other.bridged.discard(leg.id)
+                self.update_hold_music(other)  # a held leg hanging up ends its music
         leg.bridged.clear()
 
     # --------------------------------------------------------------- commands
@@ -999,12 +1233,7 @@ class Worker:
             raise CommandError(f"no such file {path!r}")
         if leg.moh != path:
             self.leave_music(leg)
-            music = self.music.get(path)
-            if music is None:
-                player = pj.AudioMediaPlayer()
-                player.createPlayer(path, 0)  # loops
-                music = Music(file=path, player=player)
-                self.music[path] = music
+            music = self.music_player(path)
             music.legs.add(leg.id)
             leg.moh = path
         self.apply_media(leg)
@@ -1076,11 +1305,13 @@ class Worker:
                 "legs": len(legs),
                 "players": sum(leg.player is not None for leg in legs) + len(self.music),
                 "music_players": len(self.music),
-                "recorders": sum(leg.rec is not None for leg in legs),
+                "recorders": sum(leg.rec is not None for leg in legs) + len(self.recordings),
                 "taps": sum(leg.tap is not None for leg in legs),
                 "idle_taps": len(self.free_taps),
                 "conf_ports": int(self.ep.mediaActivePorts()),
-                "music": {m.file: sorted(m.legs) for m in self.music.values()},
+                "music": {m.file: sorted(m.legs | m.holders) for m in self.music.values()},
+                "held": sorted(leg.id for leg in legs if leg.held),
+                "bridge_recordings": {r.rec: list(r.legs) for r in self.recordings.values()},
                 "levels": {
                     leg.id: {"sent": sent_level(leg.call), "heard": heard_level(leg.call)}
                     for leg in legs
@@ -1092,9 +1323,15 @@ class Worker:
         a, b = self.get_leg(msg, "a"), self.get_leg(msg, "b")
         if a is b:
             raise CommandError("cannot bridge a leg to itself")
+        if "hold_music" in msg:  # what each hears while the other holds ("" = silence)
+            music = str(msg.get("hold_music") or "")
+            if music and not os.path.isfile(music):
+                raise CommandError(f"no such file {music!r}")
+            a.hold_music = b.hold_music = music
         a.bridged.add(b.id)
         b.bridged.add(a.id)
         self.apply_media(a)
+        self.apply_media(b)  # b hears hold music if a is held already
 
     def cmd_unbridge(self, msg: dict[str, Any]) -> None:
         a, b = self.get_leg(msg, "a"), self.get_leg(msg, "b")
@@ -1104,6 +1341,37 @@ class Worker:
         if a_aud is not None and b_aud is not None:
             a_aud.stopTransmit(b_aud)
             b_aud.stopTransmit(a_aud)
+        self.update_hold_music(a)  # neither hears the other's hold any more
+        self.update_hold_music(b)
+
+    def cmd_record_bridge(self, msg: dict[str, Any]) -> None:
+        """Record several legs (usually the two of a bridge) mixed into one WAV."""
+        rec = str(msg.get("rec") or "")
+        if not rec:
+            raise CommandError("record_bridge needs a rec name")
+        names = msg.get("legs")
+        if not isinstance(names, list) or not names:
+            raise CommandError("legs must be a list of leg ids")
+        legs = [self.get_leg({"leg": name}) for name in names]
+        path = str(msg.get("file", ""))
+        if not path.lower().endswith(".wav"):
+            raise CommandError("record file must end in .wav")
+        recorder = pj.AudioMediaRecorder()
+        recorder.createRecorder(path)  # may fail: then a recording in progress goes on
+        old = self.recordings.get(rec)
+        if old is not None:
+            self.finish_bridge_recording(old, "replaced")
+        self.recordings[rec] = BridgeRecording(
+            rec=rec, legs=tuple(leg.id for leg in legs), file=path, recorder=recorder
+        )
+        for leg in legs:
+            self.apply_media(leg)
+
+    def cmd_stop_record_bridge(self, msg: dict[str, Any]) -> None:
+        br = self.recordings.get(str(msg.get("rec") or ""))
+        if br is None:
+            raise CommandError(f"no bridge recording {msg.get('rec')!r}")
+        self.finish_bridge_recording(br, "stopped")
 
     def cmd_originate(self, msg: dict[str, Any]) -> None:
         assert self.acc is not None
@@ -1113,7 +1381,9 @@ class Worker:
             raise CommandError(f"leg id {leg_id!r} missing or in use")
         if len(self.legs) + len(self.rejected) >= MAX_LEGS:
             raise CommandError("no free call slot")
-        call = LegCall(self, self.acc)
+        auth = msg.get("auth")  # a trunk's credentials (never logged)
+        acc = self.trunk_account(auth) if isinstance(auth, dict) else self.acc
+        call = LegCall(self, acc)
         call.leg_id = leg_id
         prm = pj.CallOpParam(True)
         for name, value in (msg.get("headers") or {}).items():
@@ -1123,11 +1393,18 @@ class Worker:
             prm.txOption.headers.append(h)
         # Registered before makeCall: its CALLING callback may run inside makeCall.
         self.legs[leg_id] = Leg(id=leg_id, call=call, incoming=False)
+        codecs = msg.get("codecs")
+        # The offer is built inside makeCall: codec priorities set just around it apply
+        # to this call only (the main thread is the only one touching pjsua).
+        saved = self.prefer_codecs([str(c) for c in codecs]) if codecs else None
         try:
             call.makeCall(uri, prm)
         except Exception:
             self.legs.pop(leg_id, None)
             raise
+        finally:
+            if saved is not None:
+                self.restore_codecs(saved)
 
     def cmd_dtmf(self, msg: dict[str, Any]) -> None:
         leg = self.get_leg(msg)
@@ -1161,6 +1438,8 @@ class Worker:
         "stats": cmd_stats,
         "shutdown": cmd_shutdown,
         "moh_start": cmd_moh_start,
+        "record_bridge": cmd_record_bridge,
+        "stop_record_bridge": cmd_stop_record_bridge,
         "moh_stop": cmd_moh_stop,
         "inband": cmd_inband,
         "debug": cmd_debug,
@@ -1206,6 +1485,7 @@ class Worker:
         self.forget_legs()
         self.drop_taps()
         self.music.clear()
+        self.recordings.clear()
         # Every pj.Call/player/recorder/port must be gone before libDestroy(): a Call
         # finalised afterwards asserts inside pjsua and aborts the process.
         gc.collect()
@@ -1281,6 +1561,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.0,
         help="hang up an answered leg after this many seconds without RTP (0: off)",
+    )
+    p.add_argument(
+        "--hold-music",
+        default="",
+        help="WAV the other party of a bridge hears while a phone holds the call",
     )
     return p.parse_args(argv)
 

@@ -47,8 +47,9 @@ log = logging.getLogger(__name__)
 T1 = 0.5  # RFC 3261 timer T1 (seconds)
 TIMER_B = 64 * T1  # INVITE client transaction timeout
 TXN_LINGER = 32.0  # keep a finished INVITE transaction this long (absorb ACK, retransmits)
-MAX_HEADERS = 100
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY, MESSAGE"
+MAX_HEADERS = 100  # default; [security] max_headers sets the edge's own
+MALFORMED_LOG_EVERY = 60.0  # seconds: malformed messages from one address logged once
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY, MESSAGE, SUBSCRIBE"
 # Headers only the edge may set: stripped from anything arriving from outside.
 INTERNAL_PREFIX = "x-"
 
@@ -66,16 +67,20 @@ def unbracket(host: str) -> str:
 FOLDED = re.compile(rb"\r\n[ \t]+")
 
 
-def parse_message(data: bytes, stream: bool = False) -> Request | Response:
+def parse_message(
+    data: bytes, stream: bool = False, max_headers: int = MAX_HEADERS
+) -> Request | Response:
     """Parse and check what the edge relies on (RFC 3261 §7, §8.1.1, §18.3); raises
     ValueError on anything malformed. Folded header lines are unfolded first."""
     head, sep, body = data.partition(b"\r\n\r\n")
     if not sep:
         raise ValueError("no end of headers")
     head = FOLDED.sub(b" ", head)
+    if head.count(b"\n") > max_headers:  # cheap, before the costly parse
+        raise ValueError("too many headers")
     msg = Message.parse(head + b"\r\n\r\n" + body)
     count = sum(len(msg.headers.getlist(key)) for key in msg.headers.keys())
-    if count > MAX_HEADERS:
+    if count > max_headers:
         raise ValueError("too many headers")
     length_text = msg.headers.get("Content-Length")
     if length_text is not None:
@@ -93,10 +98,12 @@ def parse_message(data: bytes, stream: bool = False) -> Request | Response:
     cseq = msg.cseq
     if cseq.sequence >= 2**31:
         raise ValueError("CSeq number out of range")
-    msg.via  # noqa: B018 - parse them now: a bad Via is a malformed message
+    if not msg.via:  # parse them now: a bad Via is a malformed message
+        raise ValueError("empty Via")
     msg.from_address  # noqa: B018
     msg.to_address  # noqa: B018
     if isinstance(msg, Request):
+        msg.route  # noqa: B018 - routed on below: a bad Route is a malformed message
         if cseq.method != msg.method:
             raise ValueError("CSeq method does not match the request")
         max_forwards = msg.headers.get("Max-Forwards")
@@ -163,6 +170,7 @@ class PhoneDialog:
     remote: str  # To of a request to the phone (the phone's side, with its tag)
     created: float
     label: str = ""  # the phone's extension (for "is this operator on a call?")
+    key: str = ""  # the dialog's key in `Edge.dialog_listeners` events
 
 
 class Edge:
@@ -177,6 +185,7 @@ class Edge:
         secret: bytes,
         public_host: str,
         clock: Callable[[], float] = time.time,
+        max_headers: int = MAX_HEADERS,
     ) -> None:
         self.transports = transports
         self.router = router
@@ -184,15 +193,24 @@ class Edge:
         self.secret = secret
         self.public_host = public_host
         self.clock = clock
+        self.max_headers = max_headers
+        self._malformed_logged: dict[str, float] = {}  # address -> when last logged
         self.txns: dict[str, InviteTxn] = {}
         self.client_branches: dict[str, tuple[InviteTxn, Branch]] = {}
         self.dialogs: dict[str, PhoneDialog] = {}  # SIP Call-ID -> dialog through a worker
+        # responses to the edge's own requests (a trunk's REGISTER), by top Via branch
+        self.uac_handlers: dict[str, Callable[[Response, Peer], None]] = {}
+        # presence (softswitch/sip/presence.py): handles phones' SUBSCRIBEs when set, and
+        # listeners(extension, key, state, direction, remote) hear each phone dialog's
+        # life: "early" (ringing or dialling), "confirmed", "terminated"
+        self.presence: object | None = None
+        self.dialog_listeners: list[Callable[[str, str, str, str, str], None]] = []
         self.stats = {"requests": 0, "responses": 0, "malformed": 0}
 
     # ----------------------------------------------------------------- entry point
     def handle(self, data: bytes, peer: Peer) -> None:
         try:
-            msg = parse_message(data, stream=peer.transport != "udp")
+            msg = parse_message(data, stream=peer.transport != "udp", max_headers=self.max_headers)
         except Exception as exc:
             self.stats["malformed"] += 1
             self._answer_malformed(data, peer, exc)
@@ -221,9 +239,29 @@ class Edge:
             else:
                 self._on_outside_request(msg, peer)
 
+    def _log_malformed(self, peer: Peer, exc: Exception) -> None:
+        """At INFO once a minute per address, else at DEBUG: a stream of junk must not
+        become a stream of log lines."""
+        now = time.monotonic()
+        last = self._malformed_logged.get(peer.host)
+        if last is not None and now - last < MALFORMED_LOG_EVERY:
+            log.debug("malformed message from %s: %s", peer, exc)
+            return
+        self._malformed_logged.pop(peer.host, None)
+        self._malformed_logged[peer.host] = now
+        while len(self._malformed_logged) > 4096:
+            del self._malformed_logged[next(iter(self._malformed_logged))]
+        log.info(
+            "malformed message from %s: %s (more from %s within %g s: debug level)",
+            peer,
+            exc,
+            peer.host,
+            MALFORMED_LOG_EVERY,
+        )
+
     def _answer_malformed(self, data: bytes, peer: Peer, exc: Exception) -> None:
         """Best effort 400 when the request carries enough to address a response."""
-        log.info("malformed message from %s: %s", peer, exc)
+        self._log_malformed(peer, exc)
         try:
             head = data.split(b"\r\n\r\n", 1)[0].decode("utf8", "replace").split("\r\n")
             if head[0].startswith("SIP/2.0") or head[0].startswith("ACK "):
@@ -234,6 +272,8 @@ class Edge:
                 name = line.split(":", 1)[0].strip().lower()
                 if name in wanted:
                     lines.append(line)
+            if len(lines) > 16:
+                return  # a header bomb: not worth parsing even in part
             raw = ("OPTIONS sip:x SIP/2.0\r\n" + "\r\n".join(lines) + "\r\n\r\n").encode()
             req = Message.parse(raw)
             assert isinstance(req, Request)
@@ -259,6 +299,10 @@ class Edge:
         if host in ("0.0.0.0", "::"):
             host = self.public_host
         return hostport(host, listener.port)
+
+    def sent_by(self, dest: Peer) -> str:
+        """Our host:port as `dest` sees it (the Via and Contact of our own requests)."""
+        return self._sent_by(self._listener(dest.side or "outside", dest.transport, dest.host))
 
     def _via_for(self, dest: Peer, branch: str) -> str:
         side = dest.side or "outside"
@@ -375,6 +419,10 @@ class Edge:
             # Loose routing on to someone else: the edge is not an open relay.
             self._respond(request, source, 403, "Forbidden (no relaying)")
             return
+        if method == "SUBSCRIBE" and self.presence is not None:
+            # The switch is the notifier, in dialog (refresh) or not (docs/presence.md).
+            self.presence.on_subscribe(request, source)  # type: ignore[attr-defined]
+            return
         if self._to_tag(request):
             # In dialog: to the worker its request URI names (checked there).
             self._forward_in_dialog_to_worker(request, source)
@@ -430,20 +478,29 @@ class Edge:
             if txn.last_response is not None:
                 self.transports.send(txn.last_response, source)
             return
-        auth = self.registrar.authenticate_request(request, source, self.clock())  # type: ignore[attr-defined]
-        caller, challenge = auth
-        if caller is None:
-            if challenge is not None:
-                self._send_response(challenge, source)
-            return
+        # A trunk's call (recognised by its source; docs/trunks.md) is not challenged.
+        trunk_for = getattr(self.router, "trunk_for", None)
+        trunk = trunk_for(request, source) if trunk_for is not None else None
+        caller: str | None = ""
+        if trunk is None:
+            auth = self.registrar.authenticate_request(request, source, self.clock())  # type: ignore[attr-defined]
+            caller, challenge = auth
+            if caller is None:
+                if challenge is not None:
+                    self._send_response(challenge, source)
+                return
         if not self._decrement_max_forwards(request, source):
             return
-        decision = self.router.route_inbound(request, caller, source, self.clock())
+        if trunk is not None:
+            decision = self.router.route_from_trunk(request, trunk, source, self.clock())  # type: ignore[attr-defined]
+        else:
+            decision = self.router.route_inbound(request, caller, source, self.clock())
         if isinstance(decision, Reject):
             self._respond(request, source, decision.code, decision.reason)
             return
         txn = InviteTxn(key=key, request=request, source=source, kind="inbound", label=caller)
         self.txns[key] = txn
+        self._dialog_event(caller, key, "early", "initiator", request.headers.get("To") or "")
         txn.last_response = self._send_response(make_response(request, 100), source)
         if isinstance(decision, Pending):
             future: asyncio.Future = decision.future  # type: ignore[assignment]
@@ -530,6 +587,33 @@ class Edge:
         if isinstance(decision, Reject):
             self._respond(request, source, decision.code, decision.reason)
             return
+        if isinstance(decision, Pending):
+            # The coordinator learns what this INVITE is a moment later (a transfer
+            # call pjsua placed on its own): 100 Trying now, the fork when it knows.
+            txn = InviteTxn(key=key, request=request, source=source, kind="fork")
+            self.txns[key] = txn
+            txn.last_response = self._send_response(make_response(request, 100), source)
+            future: asyncio.Future = decision.future  # type: ignore[assignment]
+            future.add_done_callback(lambda f: self._fork_decided(txn, f.result()))
+            return
+        self._start_fork(key, request, source, decision)
+
+    def _fork_decided(self, txn: InviteTxn, decision: Reject | Fork) -> None:
+        if txn.finished:
+            return  # cancelled and answered 487 while waiting
+        if txn.cancelled or isinstance(decision, Reject):
+            code = 487 if txn.cancelled else decision.code  # type: ignore[union-attr]
+            reason = None if txn.cancelled else decision.reason  # type: ignore[union-attr]
+            txn.final_code = code
+            txn.last_response = self._respond(txn.request, txn.source, code, reason)
+            self._maybe_finish(txn, force=True)
+            return
+        self.txns.pop(txn.key, None)
+        self._start_fork(txn.key, txn.request, txn.source, decision, sent_trying=True)
+
+    def _start_fork(
+        self, key: str, request: Request, source: Peer, decision: Fork, sent_trying: bool = False
+    ) -> None:
         txn = InviteTxn(
             key=key,
             request=request,
@@ -539,7 +623,8 @@ class Edge:
             hold_open=decision.hold_open,
         )
         self.txns[key] = txn
-        txn.last_response = self._send_response(make_response(request, 100), source)
+        trying = make_response(request, 100)
+        txn.last_response = bytes(trying) if sent_trying else self._send_response(trying, source)
         if txn.watcher is not None:
             self._notify(txn.watcher.fork_started, txn)
         self._add_fork_targets(txn, decision)
@@ -547,10 +632,17 @@ class Edge:
     def _add_fork_targets(self, txn: InviteTxn, fork: Fork) -> None:
         """Start one branch per target. Also the way to add late branches (the ACD's
         "ring operators as they become free") to a fork that is still ringing."""
+        for name, value in fork.headers:
+            txn.request.headers.set(name, value)
         txn.adding = True
         try:
             for target in fork.targets:
-                self.add_branch(txn, target, fork.ring_timeout, fork.from_header)
+                b = self.add_branch(txn, target, fork.ring_timeout, fork.from_header)
+                if b is not None and fork.response_timeout and b.timer_b is not None:
+                    b.timer_b.cancel()  # a trunk that says nothing: give up sooner
+                    b.timer_b = asyncio.get_running_loop().call_later(
+                        fork.response_timeout, self._branch_timeout_b, txn, b
+                    )
         finally:
             txn.adding = False
         self._maybe_finish(txn)
@@ -616,6 +708,10 @@ class Edge:
         b = Branch(branch=branch, request=fwd, dest=dest, record=record)
         txn.branches.append(b)
         self.client_branches[branch] = (txn, b)
+        if txn.kind == "fork":  # a phone starts ringing
+            self._dialog_event(
+                record.label, branch, "early", "recipient", fwd.headers.get("From") or ""
+            )
         data = bytes(fwd)
         if not self.transports.send(data, dest):
             self._branch_failed(txn, b, 503)
@@ -685,6 +781,10 @@ class Edge:
         if not vias:
             return
         branch = vias[0].parameters.get("branch", "")
+        handler = self.uac_handlers.get(branch)
+        if handler is not None:  # to a request of our own (a trunk's REGISTER)
+            self._notify(handler, resp, source)
+            return
         if resp.cseq.method == "INVITE":
             entry = self.client_branches.get(branch)
             if entry is not None:
@@ -696,6 +796,13 @@ class Edge:
         # Stateless: our Via must be on top; send to the next one.
         if not self._via_is_ours(vias[0]):
             log.debug("response with a foreign top Via from %s dropped", source)
+            return
+        if source.side != "inside" and (
+            len(vias) < 2 or self._via_destination(vias[1]).side != "inside"
+        ):
+            # Requests from outside only ever go to workers, so a response from outside
+            # only ever goes back to one: anything else is forged (a reflection attempt).
+            log.debug("response from %s not toward a worker dropped", source)
             return
         self._relay_response(resp, vias)
 
@@ -772,6 +879,7 @@ class Edge:
             # Every 2xx goes upstream, even a late one from a second branch; the UAC
             # ACKs it (and BYEs the extra dialog). §16.7 step 5.
             first = not txn.answered
+            was_open = b.state != "terminated"  # not a retransmitted 2xx
             b.state = "terminated"
             self._stop_timers(b)
             if b.record.ended is None:
@@ -782,6 +890,8 @@ class Edge:
             txn.final_code = code
             if first:
                 self._remember_dialog(txn, b, resp)
+            elif was_open and txn.kind == "fork":  # a late second answer: the worker BYEs it
+                self._dialog_event(b.record.label, b.branch, "terminated")
             self._upstream(resp)
             if first:
                 asyncio.get_running_loop().call_later(
@@ -806,6 +916,7 @@ class Edge:
         never let the 2xx reach the worker."""
         b.state = "terminated"
         self._stop_timers(b)
+        self._dialog_event(b.record.label, b.branch, "terminated")
         b.record.ended = self.clock()
         b.record.code = resp.code
         b.record.result = "declined"
@@ -838,9 +949,11 @@ class Edge:
             self.transports.send(bytes(msg), b.dest)
 
     def _remember_dialog(self, txn: InviteTxn, b: Branch, resp: Response) -> None:
+        inbound = txn.kind == "inbound"  # phone -> worker: the phone is the caller
+        key = txn.key if inbound else b.branch
         try:
             to_with_tag = resp.headers["To"]
-            if txn.kind == "inbound":  # phone -> worker: the phone is the caller
+            if inbound:
                 phone, worker = txn.source, b.dest
                 target = str(txn.request.contact[0].uri)
                 local, remote = to_with_tag, txn.request.headers["From"]
@@ -851,9 +964,15 @@ class Edge:
                 local, remote = b.request.headers["From"], to_with_tag
                 label = b.record.label
         except (KeyError, IndexError, ValueError):
+            self._dialog_event(txn.label if inbound else b.record.label, key, "terminated")
             return
         if label:
             self._notify(self.router.phone_busy, label, resp.call_id, txn.context)
+        if inbound:  # who the phone talks to: whom it dialled, or who called it
+            direction, other = "initiator", txn.request.headers.get("To")
+        else:
+            direction, other = "recipient", b.request.headers.get("From")
+        self._dialog_event(label, key, "confirmed", direction, other or "")
         self.dialogs[resp.call_id] = PhoneDialog(
             call_id=resp.call_id,
             worker=(worker.host, worker.port),
@@ -863,6 +982,7 @@ class Edge:
             remote=remote,
             created=self.clock(),
             label=label,
+            key=key,
         )
 
     def worker_gone(self, host: str, port: int) -> int:
@@ -911,6 +1031,7 @@ class Edge:
         dialog = self.dialogs.pop(call_id, None)
         if dialog is not None and dialog.label:
             self._notify(self.router.phone_free, dialog.label, call_id)
+            self._dialog_event(dialog.label, dialog.key, "terminated")
 
     def _on_branch_final(self, txn: InviteTxn, b: Branch, resp: Response, synthetic: bool) -> None:
         if b.state in ("completed", "terminated"):
@@ -918,6 +1039,8 @@ class Edge:
         b.state = "completed"
         b.final = resp
         self._stop_timers(b)
+        if txn.kind == "fork":
+            self._dialog_event(b.record.label, b.branch, "terminated")
         code = resp.code
         b.record.ended = self.clock()
         b.record.code = code
@@ -978,6 +1101,8 @@ class Edge:
             )
             self._notify(self.router.fork_finished, txn.context, outcome, now)
         else:
+            if not txn.answered:  # the calling phone's attempt ended unanswered
+                self._dialog_event(txn.label, txn.key, "terminated")
             self._notify(self.router.inbound_finished, txn.context, txn.final_code or 500, now)
         txn.linger = asyncio.get_running_loop().call_later(TXN_LINGER, self.txns.pop, txn.key, None)
 
@@ -987,6 +1112,15 @@ class Edge:
             fn(*args)
         except Exception:
             log.exception("router callback %s failed", getattr(fn, "__name__", fn))
+
+    def _dialog_event(
+        self, label: str, key: str, state: str, direction: str = "", remote: str = ""
+    ) -> None:
+        """Tell `dialog_listeners` (presence) that extension `label`'s phone dialog `key`
+        is now `state`; `remote` is the other party's From/To header value."""
+        if label:
+            for listener in self.dialog_listeners:
+                self._notify(listener, label, key, state, direction, remote)
 
     def _best_response(self, txn: InviteTxn) -> Response:
         """§16.7 step 6, with a PBX's view: a busy phone beats one that did not answer,

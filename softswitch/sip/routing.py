@@ -63,6 +63,12 @@ class Fork:
     from_header: str | None = None  # replaces the worker's From (caller ID), tag kept
     context: object = None
     hold_open: bool = False
+    # headers set on every forwarded INVITE (e.g. a Replaces rewritten to name the
+    # dialog the target's phone knows)
+    headers: tuple[tuple[str, str], ...] = ()
+    # a trunk: fail a branch that got no response at all (not even 100) within this
+    # many seconds (408), instead of after Timer B's 32 s, so the next trunk is tried
+    response_timeout: float | None = None
 
 
 @dataclass
@@ -114,6 +120,17 @@ class Router(Protocol):
         self, request: Request, caller: str, source: Peer, now: float
     ) -> Reject | ToWorker | Pending:
         """An authenticated extension's (or trunk's) INVITE: where does it go?"""
+
+    def trunk_for(self, request: Request, source: Peer) -> str | None:
+        """Optional (the edge does without it). An out-of-dialog INVITE from outside:
+        the name of the [[trunk]] its source belongs to, "" when it is an anonymous call
+        allowed for its number, None for everyone else (then the caller is challenged
+        and must authenticate as an extension)."""
+
+    def route_from_trunk(
+        self, request: Request, trunk: str, source: Peer, now: float
+    ) -> Reject | ToWorker | Pending:
+        """An INVITE `trunk_for` recognised (trunk "" = anonymous): where does it go?"""
 
     def route_outbound(self, request: Request, source: Peer, now: float) -> Reject | Fork:
         """A worker's INVITE toward phones: which contacts to ring?"""

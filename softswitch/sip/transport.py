@@ -4,6 +4,10 @@ The transports only move bytes: they frame TCP streams by Content-Length (RFC 32
 §18.3), answer RFC 5626 CRLF keepalives, enforce size limits, and hand every whole
 message to one callback with the `Peer` it came from. Parsing and routing happen above.
 
+With a `Defence` (softswitch/sip/defence.py) every message and new TCP connection from
+outside is first put to it (bans, rate limits, scanners) and its limits replace the
+defaults below; what it refuses is dropped without a word.
+
 Two sides: "outside" listeners face phones and trunks (the config's `listen` entries);
 the "inside" listener is a UDP socket on 127.0.0.1 that only the media workers use.
 """
@@ -11,20 +15,24 @@ the "inside" listener is a UDP socket on 127.0.0.1 that only the media workers u
 from __future__ import annotations
 
 import asyncio
+import functools
+import ipaddress
 import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from softswitch.sip.defence import Defence, source_key
 from softswitch.sip.message import Peer
 
 log = logging.getLogger(__name__)
 
+# Defaults without a Defence ([security] sets them otherwise):
 MAX_MESSAGE = 32768  # bytes: a larger UDP datagram or TCP message is dropped (SIP needs ~4 KB)
-MAX_HEADER_BYTES = 16384  # a TCP header block longer than this closes the connection
-TCP_IDLE_TIMEOUT = 3600.0  # seconds with no data before a TCP connection is closed
 MAX_TCP_CONNECTIONS = 1024  # in all; more are refused at accept
 MAX_TCP_PER_SOURCE = 32  # per remote address
+MAX_HEADER_BYTES = 16384  # a TCP header block longer than this closes the connection
+TCP_IDLE_TIMEOUT = 3600.0  # seconds with no data before a TCP connection is closed
 
 OnMessage = Callable[[bytes, Peer], None]
 OnClosed = Callable[[Peer], None]
@@ -48,7 +56,7 @@ class _Udp(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
-        if len(data) > MAX_MESSAGE or not data.strip():
+        if len(data) > self.owner.max_message or not data.strip():
             return  # oversized, or a CRLF keepalive: nothing to answer over UDP
         self.owner._deliver(data, Peer("udp", addr[0], addr[1], None, self.side))
 
@@ -59,9 +67,10 @@ class _Udp(asyncio.DatagramProtocol):
 class _TcpConnection(asyncio.Protocol):
     """One TCP connection: frames messages and keeps its id in the owner's table."""
 
-    def __init__(self, owner: Transports, side: str) -> None:
+    def __init__(self, owner: Transports, side: str, outbound: bool = False) -> None:
         self.owner = owner
         self.side = side
+        self.outbound = outbound  # we connected (to a trunk): not put to the limits
         self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
         self.peer: Peer | None = None
@@ -70,9 +79,8 @@ class _TcpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         host, port = transport.get_extra_info("peername")[:2]
-        if not self.owner._admit_tcp(host):
-            log.warning("tcp: refusing connection from %s (connection limit)", host)
-            transport.close()
+        if not self.outbound and not self.owner._admit_tcp(host, self.side):
+            transport.abort()
             return
         conn_id = self.owner._next_conn_id()
         self.peer = Peer("tcp", host, port, conn_id, self.side)
@@ -113,13 +121,13 @@ class _TcpConnection(asyncio.Protocol):
                 continue
             end = self.buf.find(b"\r\n\r\n")
             if end < 0:
-                if len(self.buf) > MAX_HEADER_BYTES:
+                if len(self.buf) > min(MAX_HEADER_BYTES, self.owner.max_message):
                     log.warning("tcp %s: header block too long, closing", self.peer)
                     self.close()
                     self.buf.clear()
                 return
             length = _content_length(bytes(self.buf[:end]))
-            if length is None or length > MAX_MESSAGE:
+            if length is None or end + 4 + length > self.owner.max_message:
                 # RFC 3261 §18.3: Content-Length is mandatory on streams; without it
                 # the stream cannot be framed any further.
                 log.warning("tcp %s: missing or bad Content-Length, closing", self.peer)
@@ -153,6 +161,15 @@ def _grow_receive_buffer(sock: socket.socket | None) -> None:
             continue
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _content_length(header: bytes) -> int | None:
     for line in header.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
@@ -167,9 +184,18 @@ def _content_length(header: bytes) -> int | None:
 class Transports:
     """All of the edge's sockets. `send` picks the socket by the destination's side."""
 
-    def __init__(self, on_message: OnMessage, on_closed: OnClosed | None = None) -> None:
+    def __init__(
+        self,
+        on_message: OnMessage,
+        on_closed: OnClosed | None = None,
+        guard: Defence | None = None,
+    ) -> None:
         self.on_message = on_message
         self.on_closed = on_closed
+        self.guard = guard
+        self.max_message = guard.max_message_size if guard is not None else MAX_MESSAGE
+        if guard is not None:
+            guard.on_ban = self.drop_source
         self.listeners: list[Listener] = []
         self._udp: dict[str, list[tuple[Listener, asyncio.DatagramTransport]]] = {}
         self._tcp_servers: list[asyncio.base_events.Server] = []
@@ -213,7 +239,12 @@ class Transports:
     def send(self, data: bytes, dest: Peer) -> bool:
         """Send one message. For TCP it must go over the existing connection to
         (host, port): the edge never opens connections to phones (they are behind NAT
-        and registered over their own connection, RFC 5626)."""
+        and registered over their own connection, RFC 5626). Only to IP addresses:
+        a host name (from a forged Via, say) would be resolved by a blocking DNS lookup
+        inside the event loop, so it is refused."""
+        if not _is_ip(dest.host):
+            log.info("not an IP address: message to %s dropped", dest)
+            return False
         if dest.transport == "tcp":
             conn = self._tcp.get((dest.host, dest.port))
             if conn is None or conn.transport is None or conn.transport.is_closing():
@@ -230,6 +261,19 @@ class Transports:
         log.info("udp: no %s socket for %s, message dropped", side, dest)
         return False
 
+    async def connect_tcp(self, host: str, port: int, timeout: float = 10.0) -> None:
+        """Open a TCP connection to a trunk's provider, unless one is open: our requests
+        to it (and its requests back, if it reuses the connection) go over it. Raises
+        OSError (or TimeoutError) when it cannot be opened."""
+        conn = self._tcp.get((host, port))
+        if conn is not None and conn.transport is not None and not conn.transport.is_closing():
+            return
+        loop = asyncio.get_running_loop()
+        await asyncio.wait_for(
+            loop.create_connection(lambda: _TcpConnection(self, "outside", True), host, port),
+            timeout,
+        )
+
     def listener_for(self, side: str, transport: str, ipv6: bool = False) -> Listener | None:
         for listener in self.listeners:
             if listener.side == side and listener.transport == transport:
@@ -238,6 +282,12 @@ class Transports:
         return None
 
     def _deliver(self, data: bytes, peer: Peer) -> None:
+        if (
+            self.guard is not None
+            and peer.side == "outside"
+            and not self.guard.admit_message(data, peer.host)
+        ):
+            return  # banned, over its rate, or a scanner: no answer at all
         try:
             self.on_message(data, peer)
         except Exception:  # a bug in handling one message must not kill the socket
@@ -254,7 +304,23 @@ class Transports:
         self._conn_seq += 1
         return self._conn_seq
 
-    def _admit_tcp(self, host: str) -> bool:
-        if len(self._tcp) >= MAX_TCP_CONNECTIONS:
+    def _admit_tcp(self, host: str, side: str = "outside") -> bool:
+        if self.guard is not None and side == "outside":
+            key = source_key(host)
+            from_source = sum(1 for h, _ in self._tcp if source_key(h) == key)
+            return self.guard.admit_connection(host, from_source, len(self._tcp))
+        from_source = sum(1 for h, _ in self._tcp if h == host)
+        if len(self._tcp) >= MAX_TCP_CONNECTIONS or from_source >= MAX_TCP_PER_SOURCE:
+            log.warning("tcp: refusing connection from %s (connection limit)", host)
             return False
-        return sum(1 for h, _ in self._tcp if h == host) < MAX_TCP_PER_SOURCE
+        return True
+
+    def drop_source(self, key: str) -> int:
+        """Close every TCP connection from a source (a `defence.source_key`) that was
+        just banned. Returns how many were closed."""
+        conns = [c for (h, _), c in self._tcp.items() if source_key(h) == key]
+        for conn in conns:
+            conn.buf.clear()
+            if conn.transport is not None:
+                conn.transport.abort()
+        return len(conns)

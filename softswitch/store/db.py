@@ -237,7 +237,7 @@ class Store:
             "UPDATE voicemail SET heard = ? WHERE id = ?", (1 if heard else 0, voicemail_id)
         )
 
-    # -- outbox (durable e-mail queue) -----------------------------------------------------
+    # -- outbox (durable e-mail and webhook queue) ------------------------------------------
     def add_outbox(
         self,
         *,
@@ -251,14 +251,22 @@ class Store:
         voicemail_id: int | None = None,
         sender: str | None = None,
         kind: str = "email",
+        once: bool = False,
     ) -> int:
         """Queue one message, due at once. `attachment` is relative to the data directory;
         `message_id` is the Message-ID header every attempt uses (a resend after a crash
-        between the server's 250 and `outbox_sent` is then recognisably the same mail)."""
+        between the server's 250 and `outbox_sent` is then recognisably the same mail).
+
+        `kind`: 'email' (the Mailer's; `recipient` an address) or 'webhook' (the
+        WebhookSender's; `recipient` the URL, `subject` the event name, `body_text` the
+        JSON body). `once`: a message with this `message_id` already queued (sent or
+        not) is left alone and 0 is returned, so queueing it twice (a digest after a
+        restart) is harmless."""
+        conflict = " ON CONFLICT(message_id) DO NOTHING" if once else ""
         cur = self.db.execute(
             "INSERT INTO outbox (kind, recipient, sender, subject, body_text, body_html, "
             "attachment, voicemail_id, message_id, created, next_attempt) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){conflict}",
             (
                 kind,
                 recipient,
@@ -273,24 +281,52 @@ class Store:
                 created,
             ),
         )
+        if once and cur.rowcount == 0:
+            return 0
         return int(cur.lastrowid)
 
-    def due_outbox(self, now: float, limit: int = 100) -> list[sqlite3.Row]:
-        """Unsent messages whose next attempt is due, the longest-waiting first."""
+    def due_outbox(
+        self, now: float, limit: int = 100, kind: str | None = None
+    ) -> list[sqlite3.Row]:
+        """Unsent messages whose next attempt is due, the longest-waiting first; only
+        those of `kind` ('email', 'webhook') unless it is None."""
+        where, args = _kind_filter(kind)
         return self.db.execute(
-            "SELECT * FROM outbox WHERE sent IS NULL AND next_attempt <= ? "
+            f"SELECT * FROM outbox WHERE sent IS NULL AND next_attempt <= ?{where} "
             "ORDER BY next_attempt, id LIMIT ?",
-            (now, limit),
+            (now, *args, limit),
         ).fetchall()
 
-    def pending_outbox(self) -> list[sqlite3.Row]:
-        """Every unsent message (due or waiting for a retry)."""
+    def pending_outbox(self, kind: str | None = None) -> list[sqlite3.Row]:
+        """Every unsent message (due or waiting for a retry), of `kind` unless None."""
+        where, args = _kind_filter(kind)
         return self.db.execute(
-            "SELECT * FROM outbox WHERE sent IS NULL ORDER BY next_attempt, id"
+            f"SELECT * FROM outbox WHERE sent IS NULL{where} ORDER BY next_attempt, id", args
         ).fetchall()
+
+    def next_outbox_attempt(self, kind: str | None = None) -> float | None:
+        """When the earliest unsent message (of `kind`) is due; None when none waits."""
+        where, args = _kind_filter(kind)
+        row = self.db.execute(
+            f"SELECT MIN(next_attempt) FROM outbox WHERE sent IS NULL{where}", args
+        ).fetchone()
+        return None if row[0] is None else float(row[0])
 
     def outbox_message(self, outbox_id: int) -> sqlite3.Row | None:
         return self.db.execute("SELECT * FROM outbox WHERE id = ?", (outbox_id,)).fetchone()
+
+    def outbox_by_message_id(self, message_id: str) -> sqlite3.Row | None:
+        return self.db.execute(
+            "SELECT * FROM outbox WHERE message_id = ?", (message_id,)
+        ).fetchone()
+
+    def outbox_postpone(self, outbox_id: int, next_attempt: float) -> None:
+        """Move an unsent message's next attempt without counting an attempt (it was not
+        tried: its receiver was found down by an earlier message of the same pass)."""
+        self.db.execute(
+            "UPDATE outbox SET next_attempt = MAX(next_attempt, ?) WHERE id = ? AND sent IS NULL",
+            (next_attempt, outbox_id),
+        )
 
     def outbox_sent(self, outbox_id: int, now: float) -> None:
         self.db.execute(
@@ -405,8 +441,7 @@ class Store:
     def open_logins(self) -> list[tuple[str, float]]:
         """Operators whose last login has no logout after it: (agent, login time)."""
         rows = self.db.execute(
-            "SELECT agent, kind, time FROM queue_log WHERE kind IN ('login', 'logout') "
-            "ORDER BY id"
+            "SELECT agent, kind, time FROM queue_log WHERE kind IN ('login', 'logout') ORDER BY id"
         ).fetchall()
         state: dict[str, float | None] = {}
         for agent, kind, when in rows:
@@ -426,6 +461,10 @@ class Store:
             "logged_out, pause_reason = excluded.pause_reason, updated = excluded.updated",
             (agent, 1 if logged_out else 0, pause_reason, now),
         )
+
+
+def _kind_filter(kind: str | None) -> tuple[str, tuple[str, ...]]:
+    return ("", ()) if kind is None else (" AND kind = ?", (kind,))
 
 
 def _statements(script: str) -> Iterable[str]:

@@ -121,4 +121,26 @@ MIGRATIONS: list[str] = [
         updated      REAL NOT NULL
     );
     """,
+    # 4: call recordings (softswitch/recording.py; a table, not a column of calls: one
+    # call may have several, toggled on and off) and how long phones held their legs
+    """
+    CREATE TABLE recordings (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        call_id     TEXT NOT NULL REFERENCES calls(id),
+        legs        TEXT NOT NULL,            -- the legs mixed into it, "CALL-a,CALL-b"
+        path        TEXT NOT NULL UNIQUE,     -- WAV, relative to the data directory
+        started     REAL NOT NULL,            -- written when recording starts
+        ended       REAL,                     -- NULL while it runs (or until the next start
+                                              -- after a crash)
+        seconds     REAL,
+        started_by  TEXT NOT NULL,            -- 'always' or the extension that pressed the
+                                              -- in-call code (on-demand)
+        reason      TEXT                      -- why it ended: hangup / unbridged /
+                                              -- stopped by EXT / interrupted / switch stopped
+    );
+    CREATE INDEX recordings_call ON recordings(call_id);
+    CREATE INDEX recordings_started ON recordings(started);
+    ALTER TABLE legs ADD COLUMN held REAL;    -- seconds the leg's phone held the call
+    ALTER TABLE legs ADD COLUMN holds INTEGER; -- times it put the call on hold
+    """,
 ]

@@ -66,6 +66,16 @@ class PhoneCall(pj.Call):
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:  # noqa: N802
         self.phone.offthread.put((self.name, str(prm.digit), int(prm.method)))
 
+    def onCallReplaced(self, prm: pj.OnCallReplacedParam) -> None:  # noqa: N802
+        """An INVITE with Replaces took this call's place (attended transfer): the new
+        call gets a name and a slot like any other; this one ends."""
+        assert self.phone.acc is not None
+        new = PhoneCall(self.phone, self.phone.acc, prm.newCallId)
+        new.name = self.phone.new_name()
+        self.phone.calls[new.name] = CallSlot(new)
+        prm.newCall = new
+        self.phone.emit({"event": "replaced", "call": self.name, "new_call": new.name})
+
     def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:  # noqa: N802
         """NOTIFYs about a transfer this phone asked for (REFER): progress of the
         transferred call, as the transferee reports it."""
@@ -269,7 +279,8 @@ class PhoneProc:
         if slot is None:
             return
         with contextlib.suppress(Exception):
-            for mi in slot.call.getInfo().media:
+            info = slot.call.getInfo()  # kept: its media vector dies with the temporary
+            for mi in info.media:
                 if mi.type == pj.PJMEDIA_TYPE_AUDIO:
                     self.emit(
                         {"event": "media", "call": name, "status": MEDIA_STATUS.get(mi.status)}
