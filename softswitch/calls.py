@@ -79,8 +79,11 @@ class Transfer:
     leg: str
     target: str
     transferor_party: str
-    state: str = "calling"  # calling / early / confirmed / ended
+    state: str = "calling"  # calling / early / consulting / confirmed / ended
     recall: bool = False  # `leg` calls the transferor back (the target failed)
+    # attended (by code): the transferor talks to the target first; its hang-up
+    # completes the transfer
+    attended: bool = False
 
 
 @dataclass
@@ -146,6 +149,8 @@ class ExtensionCall:
             result, why = self.retired.pop(leg)
             return [LegClosed(leg, result, why, code, stats or {})]
         if t is not None and leg == t.transferor and state == "disconnected":
+            if t.state == "consulting":
+                return self._complete_attended(t, leg, code, stats or {})
             # The transferor hangs up once it has handed the call on: only its leg ends.
             t.transferor = ""
             if leg == self.leg_a:
@@ -154,6 +159,13 @@ class ExtensionCall:
                 self.b_state = "ended"
             cause_text = f"{self.party(leg)} transferred the call"
             return [LegClosed(leg, "answered", cause_text, code, stats or {})]
+        if (
+            t is not None
+            and leg == t.transferee
+            and state == "disconnected"
+            and t.state == "consulting"
+        ):
+            return self._transferee_left_consultation(t, leg, code, stats or {})
         if t is not None and leg == t.transferee and state == "disconnected":
             # The transferred party hung up while the target rang: stop that too.
             actions = [WorkerCommand({"cmd": "hangup", "leg": t.leg, "code": 487})]
@@ -312,13 +324,27 @@ class ExtensionCall:
             actions.append(WorkerCommand({"cmd": "moh_start", "leg": other, "file": self.music}))
         return actions
 
-    def on_code_transfer(self, leg: str, new_leg: str, target: str, domain: str) -> list[Action]:
+    def on_code_transfer(
+        self, leg: str, new_leg: str, target: str, domain: str, attended: bool = False
+    ) -> list[Action]:
         """The party of `leg` dialled the blind-transfer code and then `target`: the
         switch places the call to the target itself (no REFER) and lets the transferor
         go at once; the rest is a blind transfer (hold music, recall on failure)."""
         actions = self.on_transfer(leg, new_leg, target)
         if self.transfer is None or self.transfer.leg != new_leg:
             return actions  # refused (not talking, or a transfer is already running)
+        if attended:
+            self.transfer.attended = True
+            return actions + [
+                WorkerCommand(
+                    {
+                        "cmd": "originate",
+                        "leg": new_leg,
+                        "uri": f"sip:{target}@{domain}",
+                        "headers": {"X-Call": self.call_id, "X-Leg": new_leg},
+                    }
+                )
+            ]
         return actions + [
             WorkerCommand(
                 {
@@ -339,6 +365,25 @@ class ExtensionCall:
         actions: list[Action] = []
         if state == "early" and t.state == "calling":
             t.state = "early"
+        elif state == "confirmed" and t.state in ("calling", "early") and t.attended:
+            if t.transferor:  # consultation: the presser talks to the target first
+                t.state = "consulting"
+                return [
+                    LegAnswered(t.leg),
+                    WorkerCommand({"cmd": "stop", "leg": t.transferor}),
+                    WorkerCommand({"cmd": "bridge", "a": t.transferor, "b": t.leg}),
+                ]
+            t.attended = False  # the presser left while it rang: now it is blind
+            return self._on_transfer_leg(state, code, cause, stats)
+        elif state == "disconnected" and t.state == "consulting":
+            # The target hung up on the consultation: the presser gets the caller back.
+            self.transfer = None
+            self.transfers.append(f"{t.transferor_party} -> {t.target} (consulted, not taken)")
+            return [
+                LegClosed(t.leg, "answered", f"consultation with {t.target}", code, stats),
+                WorkerCommand({"cmd": "moh_stop", "leg": t.transferee}),
+                WorkerCommand({"cmd": "bridge", "a": t.transferor, "b": t.transferee}),
+            ]
         elif state == "confirmed" and t.state in ("calling", "early"):
             t.state = "confirmed"
             actions += [
@@ -395,6 +440,36 @@ class ExtensionCall:
             else:
                 actions += self._recall(t)
         return actions
+
+    def _complete_attended(
+        self, t: Transfer, leg: str, code: int | None, stats: dict
+    ) -> list[Action]:
+        """The presser hangs up after consulting the target: the waiting party and the
+        target are put together."""
+        self.transfer = None
+        self.transfers.append(f"{t.transferor_party} -> {t.target} (attended)")
+        if t.transferee == self.leg_a:
+            self.leg_b, self.callee, self.b_state = t.leg, t.target, "confirmed"
+        else:
+            self.leg_a, self.caller, self.a_state = t.leg, t.target, "confirmed"
+        return [
+            LegClosed(leg, "answered", f"{t.transferor_party} transferred the call", code, stats),
+            WorkerCommand({"cmd": "moh_stop", "leg": t.transferee}),
+            WorkerCommand({"cmd": "bridge", "a": t.transferee, "b": t.leg}),
+        ]
+
+    def _transferee_left_consultation(
+        self, t: Transfer, leg: str, code: int | None, stats: dict
+    ) -> list[Action]:
+        """The waiting party hung up during the consultation: the presser and the target
+        go on talking; the target takes the waiting party's place in the call."""
+        self.transfer = None
+        self.transfers.append(f"{t.transferor_party} -> {t.target} (caller left)")
+        if t.transferee == self.leg_a:
+            self.leg_a, self.caller = t.leg, t.target
+        else:
+            self.leg_b, self.callee = t.leg, t.target
+        return [LegClosed(leg, "answered", f"{self.party(t.transferor)} consulted", code, stats)]
 
     def _recall(self, failed: Transfer) -> list[Action]:
         """The target failed and the transferor has hung up: call the transferor back,

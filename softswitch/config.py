@@ -996,6 +996,16 @@ def _feature_codes_differ(v: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
         )
 
 
+def _incall_codes_differ(v: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    seen: dict[str, str] = {}
+    for key in ("record_toggle", "blind_transfer", "attended_transfer"):
+        code = v[key]
+        if code and code in seen:
+            yield (key, f'"{code}" is also {seen[code]}; expected a code of its own (or "")')
+        elif code:
+            seen[code] = key
+
+
 # --------------------------------------------------------------------------- flow checks
 
 # the keys of each block type that name another block ("" = hang up)
@@ -1637,12 +1647,19 @@ FEATURES = Section(
               doc="an operator is logged in while their phone is registered"),
         Field("record_toggle", (str,), check_incall_code,
               doc='code dialled during a call that starts/stops its recording ("" = off)'),
+        Field("blind_transfer", (str,), check_incall_code,
+              doc='code dialled during a call, then the target: blind transfer ("" = off)'),
+        Field("attended_transfer", (str,), check_incall_code,
+              doc='code dialled during a call, then the target: attended transfer ("" = off)'),
         Field("pickup", (str,), check_feature_code,
               doc='code that answers a call ringing in the caller\'s pickup group ("" = off)'),
         Field("pickup_directed", (str,), check_feature_code,
               doc='prefix + extension answers a call ringing there, e.g. "**" ("" = off)'),
     ),
-    checks=(CrossCheck(("queue_login", "queue_pause"), _feature_codes_differ),),
+    checks=(
+        CrossCheck(("queue_login", "queue_pause"), _feature_codes_differ),
+        CrossCheck(("record_toggle", "blind_transfer", "attended_transfer"), _incall_codes_differ),
+    ),
 )  # fmt: skip
 
 RECORDING = Section(

@@ -276,12 +276,18 @@ class FeaturesConfig:
     # dialled DURING a bridged call (in-call codes, softswitch/incall.py): toggles the
     # recording of the call for a party whose `record` is on-demand
     record_toggle: str = "*1"
+    # in-call codes for phones without a transfer button: the party who presses it then
+    # dials the target; blind puts the other party through at once, attended first
+    # connects the presser to the target, and hanging up completes the transfer
+    blind_transfer: str = "##"
+    attended_transfer: str = "*2"
     pickup: str = "*8"  # answers a call ringing at an extension of the caller's pickup group
     pickup_directed: str = "**"  # followed by an extension: answers a call ringing there
 
     def incall_codes(self) -> dict[str, str]:
         """Enabled in-call code -> its key ("*1" -> "record_toggle")."""
-        return {code: key for key, code in (("record_toggle", self.record_toggle),) if code}
+        keys = ("record_toggle", "blind_transfer", "attended_transfer")
+        return {getattr(self, key): key for key in keys if getattr(self, key)}
 
     def codes(self) -> dict[str, str]:
         """Enabled code -> the key it is configured under ("*45" -> "queue_login")."""

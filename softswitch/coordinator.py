@@ -131,7 +131,8 @@ class Coordinator:
         # SIP Call-ID of every phone dialog of an extension call -> our call id (a
         # Replaces names one of them)
         self._sip_calls: dict[str, str] = {}
-        self._pickups: dict[str, PickupContext] = {}  # pickup legs not yet at their worker
+        self._pickups: dict[str, PickupContext] = {}
+        self._hold_music: str | None = None  # pickup legs not yet at their worker
 
     # -- lifecycle ---------------------------------------------------------------------
     def load_scripts(self) -> None:
@@ -220,6 +221,11 @@ class Coordinator:
             hold_music=hold_music_file(self.config, self.data_dir),
         )
         self.incall = InCall(self.store, self.clock)
+        features = self.config.features
+        self.incall.add_feature([features.blind_transfer], "blind_transfer", self._code_transfer)
+        self.incall.add_feature(
+            [features.attended_transfer], "attended_transfer", self._code_transfer
+        )
         self.recorder = CallRecorder(
             self.config,
             self.store,
@@ -373,6 +379,59 @@ class Coordinator:
             place = self._place_call
         return self._reserve_and_place(place, caller, dialed, now)
 
+    @property
+    def hold_music(self) -> str:
+        """What a party on hold hears ([switch] music; "" = silence), prepared once."""
+        if self._hold_music is None:
+            self._hold_music = hold_music_file(self.config, self.data_dir)
+        return self._hold_music
+
+    # -- transfer by in-call code (## blind, *2 attended) ------------------------------
+    def _code_transfer(self, ctx) -> None:
+        """A party dialled the transfer code while talking: the other party hears hold
+        music, the presser is asked for the extension (ended by # or a pause)."""
+        w = ctx.worker
+        self._send(w, {"cmd": "unbridge", "a": ctx.leg, "b": ctx.peer})
+        if self.hold_music:
+            self._send(w, {"cmd": "moh_start", "leg": ctx.peer, "file": self.hold_music})
+        self._send(w, {"cmd": "play", "leg": ctx.leg, "file": str(self._prompt("enter-extension"))})
+        attended = ctx.action == "attended_transfer"
+        assert self.incall is not None
+        self.incall.collect(ctx.leg, lambda number: self._code_transfer_to(ctx, number, attended))
+
+    def _code_transfer_to(self, ctx, number: str, attended: bool) -> None:
+        w = ctx.worker
+        self._send(w, {"cmd": "stop", "leg": ctx.leg})
+        call = self.calls.get(ctx.call_id)
+        session = self.sessions.get(ctx.call_id)
+        handler = session.leg_handlers.get(ctx.leg) if session is not None else None
+        usable = bool(number) and self.config.extension(number) is not None
+        if call is None and (handler is None or attended):
+            usable = False  # flows: blind only, and only by the party the flow dialled
+        if not usable:
+            log.info("leg %s: transfer to %r not possible; back to the call", ctx.leg, number)
+            self._send(w, {"cmd": "moh_stop", "leg": ctx.peer})
+            self._send(w, {"cmd": "bridge", "a": ctx.leg, "b": ctx.peer})
+            return
+        self._seq += 1
+        new_leg = f"{ctx.call_id}-t{self._seq}"
+        domain = self.config.switch.domain
+        if call is not None:
+            self._apply(call, call.on_code_transfer(ctx.leg, new_leg, number, domain, attended))
+            return
+        assert handler is not None
+        handler({"event": "transfer", "leg": ctx.leg, "new_leg": new_leg, "target": number})
+        self._send(
+            w,
+            {
+                "cmd": "originate",
+                "leg": new_leg,
+                "uri": f"sip:{number}@{domain}",
+                "headers": {"X-Call": ctx.call_id, "X-Leg": new_leg},
+            },
+        )
+        self._send(w, {"cmd": "hangup", "leg": ctx.leg, "code": 200})
+
     def _pickup(self, picker: str, dialed: str) -> Reject | ToWorker | None:
         """*8 (a call ringing at an extension of the picker's pickup group) or **NNN (a
         call ringing at NNN): the picker's INVITE goes to the worker of that call and
@@ -479,7 +538,7 @@ class Coordinator:
             callee=dialed,
             callee_uri=f"sip:{dialed}@{self.config.switch.domain}",
             from_header=self._from_header(caller),
-            music=str(self._prompt("music:default")),
+            music=self.hold_music,
         )
         self.calls[call_id] = call
         self.call_worker[call_id] = worker
@@ -553,7 +612,7 @@ class Coordinator:
             worker_slot=worker.slot,
             clock=self.clock,
             enqueue=self.callcentre.enter if self.callcentre and self.callcentre.blocks else None,
-            music=str(self._prompt("music:default")),
+            music=self.hold_music,
         )
         entry = self.config.switch.entry
 

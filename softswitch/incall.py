@@ -158,6 +158,7 @@ class InCall:
         self.event_listeners: list[EventListener] = []
         self.held_since: dict[str, float] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self.collectors: dict[str, Collector] = {}  # legs whose digits are a number
 
     # -- registry --------------------------------------------------------------------
     def add_feature(self, codes: Iterable[str], action: str, run: FeatureAction) -> None:
@@ -210,6 +211,9 @@ class InCall:
         """Look at a worker event first; True: it was ours (do not route it further)."""
         event = msg.get("event")
         leg = str(msg.get("leg", ""))
+        if event == "dtmf" and leg in self.collectors:
+            self._collect(leg, str(msg.get("digit", "")))
+            return True
         if event == "dtmf" and leg in self.peers:
             self._digit(worker, leg, str(msg.get("digit", "")))
             return True
@@ -230,6 +234,9 @@ class InCall:
             self._leg_gone(worker, leg)
 
     def _leg_gone(self, worker: Any, leg: str) -> None:
+        gone = self.collectors.pop(leg, None)
+        if gone is not None and gone.timer is not None:
+            gone.timer.cancel()
         if leg in self.held_since:
             self._hold(leg, False)
         for peer in sorted(self.peers.get(leg, ())):
@@ -305,6 +312,70 @@ class InCall:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        for c in self.collectors.values():
+            if c.timer is not None:
+                c.timer.cancel()
+        self.collectors.clear()
+
+    # -- collecting a number after a code (## then the transfer target) ---------------
+    def collect(
+        self,
+        leg: str,
+        done: Callable[[str], None],
+        *,
+        max_digits: int = 6,
+        timeout: float = 5.0,
+        terminator: str = "#",
+    ) -> None:
+        """The next digits `leg` presses are a number, not codes: `done(number)` when
+        `terminator` is pressed, `max_digits` are in, or `timeout` seconds pass without
+        a key ("" when none came). A leg that hangs up meanwhile never calls back."""
+        c = Collector(done, max_digits, timeout, terminator)
+        self.collectors[leg] = c
+        self._rearm(leg, c)
+
+    def _rearm(self, leg: str, c: Collector) -> None:
+        if c.timer is not None:
+            c.timer.cancel()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        c.timer = loop.call_later(c.timeout, self._collected, leg)
+
+    def _collect(self, leg: str, digit: str) -> None:
+        c = self.collectors[leg]
+        if digit == c.terminator:
+            self._collected(leg)
+            return
+        c.digits += digit
+        if len(c.digits) >= c.max_digits:
+            self._collected(leg)
+        else:
+            self._rearm(leg, c)
+
+    def _collected(self, leg: str) -> None:
+        c = self.collectors.pop(leg, None)
+        if c is None:
+            return
+        if c.timer is not None:
+            c.timer.cancel()
+        try:
+            c.done(c.digits)
+        except Exception:
+            log.exception("collecting digits on %s failed", leg)
+
+
+@dataclass
+class Collector:
+    """Digits being collected on one leg (see `InCall.collect`)."""
+
+    done: Callable[[str], None]
+    max_digits: int
+    timeout: float
+    terminator: str
+    digits: str = ""
+    timer: asyncio.TimerHandle | None = None
 
 
 def hold_music_file(config: Any, data_dir: Any) -> str:

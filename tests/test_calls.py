@@ -260,3 +260,41 @@ def test_pickup_of_a_call_no_longer_ringing_is_refused():
     assert cmds(call.on_pickup("c1-p1", "103", None)) == [
         {"cmd": "hangup", "leg": "c1-p1", "code": 481}
     ]
+
+
+def test_attended_transfer_by_code_consults_then_completes_when_the_presser_hangs_up():
+    call = talking()
+    actions = call.on_code_transfer("c1-b", "c1-t1", "103", "pbx", attended=True)
+    assert {"cmd": "moh_start", "leg": "c1-a", "file": "/m.wav"} in cmds(actions)
+    assert {"cmd": "hangup", "leg": "c1-b", "code": 200} not in cmds(actions)
+    actions = call.on_state("c1-t1", "confirmed", 200, None)
+    assert {"cmd": "bridge", "a": "c1-b", "b": "c1-t1"} in cmds(actions)  # consulting
+    actions = call.on_state("c1-b", "disconnected", 200, "remote")
+    assert cmds(actions) == [
+        {"cmd": "moh_stop", "leg": "c1-a"},
+        {"cmd": "bridge", "a": "c1-a", "b": "c1-t1"},
+    ]
+    assert call.transfers == ["102 -> 103 (attended)"]
+    call.on_state("c1-t1", "disconnected", 200, "remote")
+    actions = call.on_state("c1-a", "disconnected", 200, "local")
+    assert closed(actions) is not None
+
+
+def test_attended_by_code_target_hangs_up_and_the_presser_gets_the_caller_back():
+    call = talking()
+    call.on_code_transfer("c1-b", "c1-t1", "103", "pbx", attended=True)
+    call.on_state("c1-t1", "confirmed", 200, None)
+    actions = call.on_state("c1-t1", "disconnected", 200, "remote")
+    assert cmds(actions) == [
+        {"cmd": "moh_stop", "leg": "c1-a"},
+        {"cmd": "bridge", "a": "c1-b", "b": "c1-a"},
+    ]
+    assert call.transfer is None
+
+
+def test_blind_transfer_by_code_lets_the_presser_go_at_once():
+    call = talking()
+    actions = call.on_code_transfer("c1-b", "c1-t1", "103", "pbx")
+    orig = [c for c in cmds(actions) if c["cmd"] == "originate"]
+    assert orig and orig[0]["uri"] == "sip:103@pbx" and orig[0]["leg"] == "c1-t1"
+    assert {"cmd": "hangup", "leg": "c1-b", "code": 200} in cmds(actions)

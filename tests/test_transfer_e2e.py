@@ -217,3 +217,52 @@ def test_attended_transfer_joins_the_caller_with_the_consulted_target(tmp_path, 
         assert "102 -> 103 (answered)" in first["cause"]
     finally:
         sw.stop()
+
+
+def press(phone: Phone, call: str, keys: str) -> None:
+    """Key presses as RFC 2833 events, a little apart like fingers."""
+    for key in keys:
+        phone.send_dtmf(call, key)
+        time.sleep(0.25)  # pacing between key presses, not a measurement
+
+
+def test_blind_transfer_by_code_for_phones_without_a_transfer_button(tmp_path, made):
+    sw = RunningSwitch(tmp_path)
+    try:
+        a, b, c = (registered(sw, n, made) for n in ("101", "102", "103"))
+        a_call, b_call = connected(a, b, made)
+        press(b, b_call, "##103#")
+        c_call = c.wait_incoming()
+        b.wait_state(b_call, "disconnected")  # the presser is let go at once
+        c.answer(c_call)
+        c.wait_state(c_call, "confirmed")
+        a.play_tone(a_call, A_TONE)
+        assert abs(dominant_frequency(record(c, c_call, tmp_path / "c.wav", 1.5)) - A_TONE) < 20
+        a.hangup(a_call)
+        c.wait_state(c_call, "disconnected")
+        (rec,) = sw.wait_for_call_closed(1)
+        assert "102 -> 103 (answered)" in rec["cause"]
+    finally:
+        sw.stop()
+
+
+def test_attended_transfer_by_code_consults_first(tmp_path, made):
+    sw = RunningSwitch(tmp_path)
+    try:
+        a, b, c = (registered(sw, n, made) for n in ("101", "102", "103"))
+        a_call, b_call = connected(a, b, made)
+        press(b, b_call, "*2103#")
+        c_call = c.wait_incoming()
+        c.answer(c_call)
+        c.wait_state(c_call, "confirmed")
+        b.play_tone(b_call, B_TONE)  # 102 consults 103 while 101 waits
+        assert abs(dominant_frequency(record(c, c_call, tmp_path / "c1.wav", 1.5)) - B_TONE) < 20
+        b.hangup(b_call)  # completes the transfer
+        a.play_tone(a_call, A_TONE)
+        assert abs(dominant_frequency(record(c, c_call, tmp_path / "c2.wav", 1.5)) - A_TONE) < 20
+        c.hangup(c_call)
+        a.wait_state(a_call, "disconnected")
+        (rec,) = sw.wait_for_call_closed(1)
+        assert "102 -> 103 (attended)" in rec["cause"]
+    finally:
+        sw.stop()
