@@ -359,11 +359,12 @@ class QueueCaller(ForkWatcher):
         call.take_digits()
         if block.greeting:
             await call.play(block.greeting)
-        await call.music(block.music or "default")
-        if block.exit_key:
-            call._detect_inband(True)
         self.joined_at = self.centre.clock()
         self.centre.feed(acd.CallerJoined(self.id, block.name, self.priority))
+        if not self.result.done():  # full or empty: sent on at once, no music blip
+            await call.music(block.music or "default")
+        if block.exit_key:
+            call._detect_inband(True)
         keys: asyncio.Task | None = None
         if block.exit_key:
             keys = asyncio.get_running_loop().create_task(self._watch_keys())
@@ -385,6 +386,8 @@ class QueueCaller(ForkWatcher):
                 self.announcing.cancel()
             if not call.hung_up:
                 call._detect_inband(False)
+                call.stop()  # an announcement cut short
+                call.music_off()  # the next block must not have the queue's music under it
         await self._end_leg(487)
         if result.status == "answered":
             call.outcome = "answered"

@@ -19,7 +19,7 @@ MUSIC, CALLER_TONE, OPERATOR_TONE, AFTER = 500.0, 700.0, 1100.0, 1500.0
 
 def queue_config(tmp: Path, members: list[str], **options: object) -> str:
     music = make_tone(str(tmp / "music.wav"), MUSIC, 2.0)
-    after = make_tone(str(tmp / "after.wav"), AFTER, 5.0)
+    after = make_tone(str(tmp / "after.wav"), AFTER, 2.0)
     lines = [
         "[block.line]",
         'type = "queue"',
@@ -40,7 +40,10 @@ def queue_config(tmp: Path, members: list[str], **options: object) -> str:
 
 def start(tmp: Path, members: list[str], **options: object) -> RunningSwitch:
     return RunningSwitch(
-        tmp, queue_config(tmp, members, **options), entry='"line"', entry_number='"100"'
+        tmp,
+        queue_config(tmp, members, **options),
+        entry='"line"',
+        entry_number='"100"',
     )
 
 
@@ -397,10 +400,12 @@ def test_leaving_by_exit_key_by_max_wait_and_when_nobody_is_logged_in(tmp_path, 
         call = caller.call("100")
         caller.wait_state(call, "confirmed")
         wait_rows(sw, "joined")
+        heard = record(caller, call, tmp_path / "heard-music.wav", 1.0)  # waiting on music
+        assert abs(dominant_frequency(heard, 0.2) - MUSIC) < 20
         caller.send_dtmf(call, "0")
         left = wait_rows(sw, "left")
         assert left[0]["result"] == "key"
-        heard = record(caller, call, tmp_path / "after.wav", 1.0)
+        heard = record(caller, call, tmp_path / "heard-after.wav", 1.0)
         assert abs(dominant_frequency(heard, 0.2) - AFTER) < 20
         caller.wait_state(call, "disconnected")
         # max_wait: after 3 s of waiting the caller goes to on_timeout.
@@ -422,8 +427,10 @@ def test_on_empty_sends_callers_on_when_nobody_is_logged_in(tmp_path, made):
         caller.wait_state(call, "confirmed")
         left = wait_rows(sw, "left")
         assert left[0]["result"] == "empty" and left[0]["target"] == "after"
-        heard = record(caller, call, tmp_path / "after.wav", 1.0)
+        heard = record(caller, call, tmp_path / "heard-after.wav", 1.0)
         assert abs(dominant_frequency(heard, 0.2) - AFTER) < 20
+        # after the prompt the queue's music must not come back under the next step
+        caller.wait_state(call, "disconnected", timeout=15)
     finally:
         sw.stop()
 

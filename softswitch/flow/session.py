@@ -105,6 +105,7 @@ class FlowSession:
         elif event == "dtmf":
             call._on_digit(str(msg.get("digit", "")), str(msg.get("method", "rfc2833")))
         elif event == "playback_finished":
+            log.debug("call %s: playback of %s finished", self.call_id, msg.get("file"))
             call._on_playback_finished()
         elif event == "recording_finished":
             call._on_recording_finished(msg)
