@@ -1759,6 +1759,8 @@ NOTIFY = Section(
               doc="seconds one webhook POST may take"),
         Field("digest_time", (str,), check_clock_time,
               doc='local time of the daily digest ("" = off)'),
+        Field("alerts", (list,), check_notify_list, expected="an array of strings",
+              doc="e-mail addresses / http(s) URLs told about security events"),
     ),
 )  # fmt: skip
 

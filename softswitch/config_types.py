@@ -145,6 +145,9 @@ class NotifyConfig:
     webhook_secret: str = ""
     webhook_timeout: float = 10.0  # seconds for one POST
     digest_time: str = "08:00"  # local time of the daily digest of yesterday; "" = off
+    # who hears about security events (an extension hitting a paid route's hourly call
+    # limit): e-mail addresses and http(s) URLs
+    alerts: tuple[str, ...] = ()
 
 
 # User-Agent fragments of well-known SIP scanners and war-dialers (matched anywhere in

@@ -150,6 +150,17 @@ class TrunkService:
         self._resolved_at = 0.0
         self._written_calls: Counter = Counter()
 
+    def _guard_tripped(self, route: str, extension: str, limit: int, now: float) -> None:
+        """Tell `[notify] alerts` (once per extension, route and hour)."""
+        alerts = self.co.config.notify.alerts
+        service = getattr(self.co, "notifications", None)
+        if not alerts or service is None:
+            return
+        from softswitch.notify.content import outbound_guard
+
+        note = outbound_guard(route, extension, limit, now, self.co.config.switch.timezone)
+        service.notifier.queue(note, alerts)
+
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
         if not self.trunks:
@@ -465,6 +476,7 @@ class TrunkService:
             return Reject(503, "Service Unavailable (trunks busy or unreachable)")
         guard = self.hourly.get(route.name)
         if guard is not None and not guard.allow(caller, now):
+            self._guard_tripped(route.name, caller, guard.limit, now)
             return Reject(403, "Forbidden (hourly call limit)")
         plan = Plan(route, caller, dialled, route.rewrite(dialled))
         log.info(

@@ -732,3 +732,26 @@ async def test_service_queues_the_due_digest_at_start_and_stops(data_dir: Path) 
         await service.stop()
     assert len(store.pending_outbox()) == 1  # digest_time "": none queued
     store.close()
+
+
+def test_an_outbound_guard_alert_is_queued_once_per_extension_route_and_hour(
+    store: Store,
+) -> None:
+    from softswitch.notify.content import outbound_guard
+
+    n = Notifier(config(), store, Clock())
+    note = outbound_guard("intl", "102", 5, NOW, TZ)
+    assert "102" in note.subject and "intl" in note.subject
+    assert "5 calls per hour" in note.text
+    assert note.payload == {
+        "event": "outbound-guard",
+        "extension": "102",
+        "route": "intl",
+        "limit_per_hour": 5,
+        "time": note.payload["time"],
+    }
+    n.queue(note, ["sec@example.test", HOOK])
+    n.queue(outbound_guard("intl", "102", 5, NOW + 60, TZ), ["sec@example.test", HOOK])
+    assert len(store.pending_outbox()) == 2  # the same hour: one alert
+    n.queue(outbound_guard("intl", "102", 5, NOW + 3600, TZ), ["sec@example.test"])
+    assert len(store.pending_outbox()) == 3

@@ -29,7 +29,8 @@ from softswitch.reports.missed import MissedRow
 from softswitch.reports.visits import attempts_of
 
 MISSED_CALL, MISSED_RING, DIGEST = "missed-call", "missed-ring", "digest"
-EVENTS = (MISSED_CALL, MISSED_RING, DIGEST)
+OUTBOUND_GUARD = "outbound-guard"
+EVENTS = (MISSED_CALL, MISSED_RING, DIGEST, OUTBOUND_GUARD)
 
 # how the caller left (an `abandoned` row, or the `result` of a `left` row)
 OUTCOMES = {
@@ -193,6 +194,40 @@ def _page(title: str, inner: str) -> str:
         '<!DOCTYPE html><html><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title></head>"
         f'<body style="font-family:sans-serif">{inner}</body></html>\n'
+    )
+
+
+# -- outbound guard --------------------------------------------------------------------------
+def outbound_guard(route: str, extension: str, limit: int, when: float, tz: str) -> Notification:
+    """An extension hit a paid route's calls-per-hour limit: a stolen password being
+    used for toll fraud looks exactly like this. One alert per extension, route and hour
+    (the key), however many calls are refused."""
+    hour = int(when // 3600)
+    subject = f"Outbound limit reached: extension {extension} on route {route}"
+    facts = [
+        ("Extension", extension),
+        ("Route", route),
+        ("Limit", f"{limit} calls per hour"),
+        ("Time", show_time(when, tz)),
+    ]
+    text = "\n".join(
+        [subject, "", *_facts_text(facts), "", "Further calls are refused (403) for now."]
+    )
+    inner = f"<h2>{html.escape(subject)}</h2>{_facts_html(facts)}"
+    return Notification(
+        event=OUTBOUND_GUARD,
+        key=f"guard-{route}-{extension}-{hour}",
+        queue="",
+        subject=subject,
+        text=text + "\n",
+        html=_page(subject, inner),
+        payload={
+            "event": OUTBOUND_GUARD,
+            "extension": extension,
+            "route": route,
+            "limit_per_hour": limit,
+            "time": iso_time(when, tz),
+        },
     )
 
 

@@ -259,6 +259,7 @@ class NotificationService:
         """A queue notifies a URL, or webhooks queued by an earlier configuration still
         wait: only then is the secret loaded (or generated) and the sender run."""
         configured = any(is_webhook(a) for b in self.notifier.queues.values() for a in b.notify)
+        configured = configured or any(is_webhook(a) for a in self.config.notify.alerts)
         return configured or self.store.next_outbox_attempt(kind="webhook") is not None
 
     def start(self, callcentre: CallCentre | None) -> None:
