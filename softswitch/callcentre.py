@@ -647,18 +647,6 @@ class QueueCaller(ForkWatcher):
             return  # run() sees the hang-up itself
         self._leg_closed(leg, end)  # finishes the stay as answered by the operator
         self.call.end_cause = "transfer target hung up"
-        now = self.centre.clock()
-        self._finish(
-            QueueResult(
-                status="answered",
-                queue=self.block.name,
-                agent=self.winner,
-                target=None,
-                wait_seconds=(self.connected_at or now) - self.joined_at,
-                talk_seconds=now - (self.connected_at or now),
-                attempts=self._attempts(),
-            )
-        )
 
     def _leg_closed(self, leg: str, msg: dict) -> None:
         deps = self.session.deps
