@@ -131,6 +131,7 @@ class Coordinator:
         # SIP Call-ID of every phone dialog of an extension call -> our call id (a
         # Replaces names one of them)
         self._sip_calls: dict[str, str] = {}
+        self._call_dialogs: dict[str, list[str]] = {}  # call id -> its SIP Call-IDs
         self._pickups: dict[str, PickupContext] = {}
         self._hold_music: str | None = None  # pickup legs not yet at their worker
 
@@ -745,7 +746,7 @@ class Coordinator:
             target, value = found
             targets, headers = (target,), (("Replaces", value),)
         if request.headers.get("X-Call") and isinstance(call, ExtensionCall):
-            self._sip_calls[request.call_id] = call.call_id  # a Replaces may name it
+            self._note_dialog(request.call_id, call.call_id)  # a Replaces may name it
         return Fork(
             headers=headers,
             targets=targets,
@@ -755,6 +756,10 @@ class Coordinator:
             from_header=from_header,
             context=call,
         )
+
+    def _note_dialog(self, sip_call_id: str, call_id: str) -> None:
+        self._sip_calls[sip_call_id] = call_id
+        self._call_dialogs.setdefault(call_id, []).append(sip_call_id)
 
     def _replaced_dialog(self, replaces: str) -> tuple[Target, str] | None:
         """Replaces `callid;to-tag=..;from-tag=..` of a phone's dialog with one of our
@@ -768,8 +773,8 @@ class Coordinator:
         # the other side of that call, as a SIP dialog the edge knows
         others = [
             d
-            for cid, d in self.edge.dialogs.items()
-            if cid != sip_call_id and self._sip_calls.get(cid) == call.call_id
+            for cid in self._call_dialogs.get(call.call_id, ())
+            if cid != sip_call_id and (d := self.edge.dialogs.get(cid)) is not None
         ]
         if not others:
             return None
@@ -928,7 +933,7 @@ class Coordinator:
             actions = call.on_pickup(leg, pickup.picker, msg.get("sip_call_id"))
         elif event == "incoming":
             if msg.get("sip_call_id"):
-                self._sip_calls[str(msg["sip_call_id"])] = call.call_id
+                self._note_dialog(str(msg["sip_call_id"]), call.call_id)
             actions = call.on_incoming(msg.get("sip_call_id"))
         elif event == "transfer":
             if msg.get("refused"):
@@ -1022,8 +1027,8 @@ class Coordinator:
                     action.cause,
                 )
                 self.calls.pop(call.call_id, None)
-                for sip_call_id in [k for k, v in self._sip_calls.items() if v == call.call_id]:
-                    del self._sip_calls[sip_call_id]
+                for sip_call_id in self._call_dialogs.pop(call.call_id, ()):
+                    self._sip_calls.pop(sip_call_id, None)
                 w = self.call_worker.pop(call.call_id, None)
                 if w is not None:
                     w.legs.difference_update((call.leg_a, call.leg_b))
